@@ -1,0 +1,1 @@
+"""NCLR core: pure PyTorch/NumPy; never imports rclpy."""
