@@ -1,0 +1,1 @@
+"""NCLR networks: encoders, fusion, heads, alignment, matching, the calibration net."""
