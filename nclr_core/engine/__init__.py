@@ -1,0 +1,1 @@
+"""Training engine: checkpoints, run folders and logging, distributed helpers, the loop."""
