@@ -32,6 +32,7 @@ from nclr_core.data.files import (
     require_dir,
     require_file,
 )
+from nclr_core.geometry.se3 import compose, make_transform
 
 IGNORE_INDEX = 255
 
@@ -174,10 +175,8 @@ class SemanticKittiDataset:
             calib_path = seq_dir / "calib.txt"
             calib = read_kitti_calib(calib_path, {f"P{cam_idx}": (3, 4), "Tr": (3, 4)})
             K, b = projection_to_camera(calib[f"P{cam_idx}"])
-            T_rect_velo = np.eye(4)
-            T_rect_velo[:3, :] = calib["Tr"]
-            T_cam_rect = np.eye(4)
-            T_cam_rect[:3, 3] = b
+            T_rect_velo = make_transform(calib["Tr"][:, :3], calib["Tr"][:, 3])
+            T_cam_rect = make_transform(np.eye(3), b)
             times_path = seq_dir / "times.txt"
             times = read_float_table(times_path, 1)[:, 0]
             poses_path = seq_dir / "poses.txt"
@@ -194,7 +193,7 @@ class SemanticKittiDataset:
             self._seq[seq] = {
                 "dir": seq_dir,
                 "K": K,
-                "T_cam_lidar": T_cam_rect @ T_rect_velo,
+                "T_cam_lidar": compose(T_cam_rect, T_rect_velo),
                 "times": times,
                 "poses": poses,
                 "has_labels": has_labels,
