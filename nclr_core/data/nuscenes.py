@@ -14,7 +14,7 @@ while the vehicle moves, so the extrinsics go through the ego pose at each stamp
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,15 @@ class NuScenesDataset:
     (3, 3), `T_cam_lidar` (4, 4) (LiDAR at its stamp -> camera at its stamp, ego motion
     included), `stamp` LiDAR time (s), `camera_stamp` (s), `camera_frame` the camera channel,
     `lidar_frame` "LIDAR_TOP", `sequence` the scene token, `frame_id` the sample token.
+    `scenes` (scene tokens) restricts the samples to those scenes; empty keeps every scene.
     """
 
     def __init__(
-        self, root: str | Path, version: str = "v1.0-mini", camera: str = "CAM_FRONT"
+        self,
+        root: str | Path,
+        version: str = "v1.0-mini",
+        camera: str = "CAM_FRONT",
+        scenes: Sequence[str] = (),
     ) -> None:
         self.root = require_dir(root, "nuScenes root")
         self.camera = camera
@@ -125,6 +130,8 @@ class NuScenesDataset:
                 keyframes.setdefault(sample_token, {})[channel] = rec
         self._items: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for token, sample in tables["sample"].items():
+            if scenes and self._field(sample, "scene_token", "sample") not in scenes:
+                continue
             found = keyframes.get(token, {})
             for channel in (LIDAR_CHANNEL, camera):
                 if channel not in found:
