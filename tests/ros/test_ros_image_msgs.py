@@ -3,9 +3,10 @@ import array
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from nclr_ros.conversions import camera_info_to_camera
 from nclr_ros.image_msgs import (
     SUPPORTED_ENCODINGS,
     array_to_image,
@@ -118,3 +119,38 @@ def test_undecodable_compressed_image():
     with pytest.raises(ValueError, match="cannot decode CompressedImage with format 'jpeg'"):
         compressed_image_to_rgb(CompressedImage(format="jpeg",
                                                 data=array.array("B", b"not a jpeg")))
+
+
+def _camera_info(model, d, k=(500.0, 0.0, 320.0, 0.0, 510.0, 240.0, 0.0, 0.0, 1.0)):
+    return CameraInfo(width=640, height=480, distortion_model=model, d=list(d), k=list(k))
+
+
+@pytest.mark.parametrize(
+    ("model", "d", "expected_model", "expected_d"),
+    [
+        ("plumb_bob", [0.1, -0.2, 0.001, 0.002, 0.05], "plumb_bob", [0.1, -0.2, 0.001, 0.002,
+                                                                     0.05]),
+        ("equidistant", [0.01, 0.02, 0.03, 0.04], "equidistant", [0.01, 0.02, 0.03, 0.04]),
+        ("rational_polynomial", [0.1, 0.2, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0], "plumb_bob",
+         [0.1, 0.2, 0.0, 0.0, 0.3]),
+        ("", [], "none", []),
+    ],
+)
+def test_camera_info_to_camera(model, d, expected_model, expected_d):
+    camera = camera_info_to_camera(_camera_info(model, d))
+    assert (camera.width, camera.height, camera.distortion) == (640, 480, expected_model)
+    np.testing.assert_array_equal(camera.K, [[500, 0, 320], [0, 510, 240], [0, 0, 1]])
+    np.testing.assert_array_equal(camera.D, expected_d)
+
+
+def test_camera_info_rejections():
+    with pytest.raises(ValueError, match="not calibrated"):
+        camera_info_to_camera(_camera_info("plumb_bob", [0] * 5, k=[0.0] * 9))
+    with pytest.raises(ValueError, match="distortion model 'kannala'"):
+        camera_info_to_camera(_camera_info("kannala", [0.1]))
+    with pytest.raises(ValueError, match="non-zero k4..k6"):
+        camera_info_to_camera(_camera_info("rational_polynomial", [0, 0, 0, 0, 0, 0.1, 0, 0]))
+    binned = _camera_info("plumb_bob", [0] * 5)
+    binned.binning_x = 2
+    with pytest.raises(ValueError, match="binning"):
+        camera_info_to_camera(binned)

@@ -1,0 +1,1 @@
+"""Reading and writing calibration results (YAML, JSON, URDF snippet, static-transform command)."""
