@@ -6,7 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nclr_core.geometry.projection import depth_image, project_points
+from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.projection import (
+    depth_image,
+    project_points,
+    project_points_with_camera,
+)
 from nclr_core.geometry.se3 import make_transform, matrix_from_euler
 
 K = np.array([[100.0, 0.0, 20.0], [0.0, 100.0, 10.0], [0.0, 0.0, 1.0]])
@@ -87,6 +92,39 @@ def test_depth_image_nearest_return_wins() -> None:
     assert image.shape == IMAGE_HW and image.dtype == np.float32
     assert image[10, 20] == 2.0 and image[15, 30] == 1.0
     assert np.count_nonzero(image) == 2
+
+
+def test_camera_projection_matches_pinhole_and_lens_model() -> None:
+    rng = np.random.default_rng(0)
+    # Rays within |X / Z|, |Y / Z| < 0.6, where the lens model below is one-to-one.
+    depth = rng.uniform(-2, 8, 200)
+    points = np.c_[rng.uniform(-0.6, 0.6, (200, 2)) * np.abs(depth)[:, None], depth]
+    pinhole = CameraModel(K, IMAGE_HW[1], IMAGE_HW[0])
+    expected = project_points(points, np.eye(4), K, IMAGE_HW)
+    got = project_points_with_camera(points, np.eye(4), pinhole)
+    np.testing.assert_array_equal(got.in_image, expected.in_image)
+    np.testing.assert_allclose(got.uv, expected.uv, atol=1e-12)
+    assert 0 < expected.in_image.sum() < len(points)
+
+    distorted = CameraModel(K, IMAGE_HW[1], IMAGE_HW[0], "plumb_bob", [-0.28, 0.09, 0.0, 0.0])
+    got = project_points_with_camera(points, np.eye(4), distorted)
+    uv, _ = distorted.project(points)
+    front = points[:, 2] > 1e-3
+    np.testing.assert_allclose(got.uv[front], uv[front], atol=1e-12)
+    nearest = np.floor(uv + 0.5)
+    inside = front & np.all((nearest >= 0) & (nearest < [IMAGE_HW[1], IMAGE_HW[0]]), axis=1)
+    np.testing.assert_array_equal(got.in_image, inside)
+
+
+def test_rays_folded_into_the_image_by_the_lens_model_are_rejected() -> None:
+    # x = X / Z = 2.25 lies beyond the fold of this radial model: its distorted coordinate is
+    # about -0.13, which lands inside the image on the opposite side of the centre.
+    camera = CameraModel(K, 320, 240, "plumb_bob", [-0.28, 0.09, 0.0, 0.0, -0.015])
+    points = np.array([[2.25 * 5.0, 0.0, 5.0], [0.2 * 5.0, 0.0, 5.0]])
+    uv, _ = camera.project(points)
+    assert 0 <= uv[0, 0] < camera.width and uv[0, 0] < K[0, 2]
+    projection = project_points_with_camera(points, np.eye(4), camera)
+    assert projection.in_image.tolist() == [False, True]
 
 
 def test_bad_input_raises() -> None:
