@@ -153,7 +153,7 @@ class PointEncoder(nn.Module):
         self.stem = SparseConvBNReLU(
             spconv.SubMConv3d(
                 feat_channels, base_channels, stem_kernel, padding=stem_kernel // 2,
-                bias=False, indice_key="subm1",
+                bias=False, indice_key="stem",
             ),
             base_channels,
         )

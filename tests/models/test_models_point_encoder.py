@@ -22,8 +22,7 @@ def _cloud(counts=(70, 110), seed=0):
 
 def _encoder(**kwargs):
     torch.manual_seed(0)
-    args = dict(base_channels=8, out_channels=16, voxel_size=0.5, point_range=SMALL_RANGE,
-                stem_kernel=3)
+    args = dict(base_channels=8, out_channels=16, voxel_size=0.5, point_range=SMALL_RANGE)
     args.update(kwargs)
     return PointEncoder(**args)
 
