@@ -1,0 +1,387 @@
+"""The NCLR model: 2D-3D neural calibration as a pretext task (paper §3, METHOD.md §2-§5).
+
+Pipeline of `CalibrationNet.forward` on a batch of B frames (layout of
+`nclr_core.data.collate.collate_pairs`):
+
+1. image encoder (ResNet) and point encoder (sparse U-Net) down to their bottlenecks;
+2. cross-modal fusion of the bottleneck voxels and the stride-32 image map;
+3. decoders: F^I (B, C, h, w) at stride 4 and F^P (N_total, C) per point;
+4. overlap heads: S^P per point, S^I per feature cell;
+5. per frame, soft (or hard) matching of the points of the predicted overlap to the cells of
+   the predicted image overlap, with the LTA similarity;
+6. weighted differentiable EPnP on the matches: the pose T_cam_lidar of the (augmented) cloud;
+7. losses, when the batch carries the ground truth: L_f (InfoNCE), L_o (overlap BCE) and,
+   when asked, L_p (pose), weighted into `loss`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from nclr_core.geometry.epnp import solve_epnp
+from nclr_core.losses import (
+    frame_info_nce,
+    mean_or_zero,
+    overlap_loss,
+    pose_loss,
+    sample_indices,
+    weighted_total,
+)
+from nclr_core.models.alignment import TransformationAlignment
+from nclr_core.models.feature_grid import cell_centers
+from nclr_core.models.fusion import CrossModalFusion
+from nclr_core.models.heads import OverlapHead
+from nclr_core.models.image_encoder import ImageEncoder
+from nclr_core.models.matching import build_matcher
+from nclr_core.models.point_encoder import DEFAULT_RANGE, PointEncoder
+
+GT_KEYS = ("point_overlap", "point_pixel", "image_overlap", "T_gt")
+
+
+def _offsets_to_slices(offset: torch.Tensor, total: int) -> list[slice]:
+    """Frame slices of the concatenated points from the cumulative `offset` (B,)."""
+    ends = [int(e) for e in offset.tolist()]
+    if not ends or ends[-1] != total or any(b < a for a, b in zip([0] + ends, ends, strict=False)):
+        raise ValueError(f"offset {ends} must be non-decreasing and end at the {total} points")
+    return [slice(a, b) for a, b in zip([0] + ends[:-1], ends, strict=True)]
+
+
+def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the `k` highest `scores` (all of them when fewer)."""
+    return scores.topk(min(k, scores.numel())).indices
+
+
+class CalibrationNet(nn.Module):
+    """NCLR calibration network; plain keyword arguments with METHOD.md defaults.
+
+    Args:
+        image_depth: ResNet depth of the image branch (18, 34, 50).
+        fpn_channels: width of the FPN top-down path.
+        point_variant: "minkunet18" | "minkunet34".
+        point_base_channels: stem width of the sparse U-Net (32 = MinkUNet).
+        voxel_size: metres; point_range: (x_min, y_min, z_min, x_max, y_max, z_max) metres.
+        channels: C of F^I and F^P.
+        fusion_d_model, fusion_heads, fusion_layers, fusion_keypoints: the cross-modal fusion
+            (attention width, heads, L layers, N_E keypoints per frame).
+        similarity: "lta" | "cosine"; temperature: τ of the similarity.
+        matching: "soft" | "hard"; match_temperature: τ_m on the already-scaled similarity.
+        use_overlap: overlap detection on (heads, L_o, predicted-overlap filtering) or off
+            (every point / cell may match, no L_o).
+        use_pose_loss: the L_p term exists at all (it is added only when `forward` is also
+            called with `pose_loss_enabled=True`).
+        point_threshold, image_threshold: θ_p, θ_i on S^P, S^I.
+        max_match_points: K_pts, cap on the matched points per frame (highest S^P).
+        min_match_points: fewer points than this above θ_p -> take the K_pts highest scores.
+        min_match_cells: no cell above θ_i -> take this many highest-scoring cells.
+        info_nce_points: M, overlap points sampled per frame for L_f.
+        info_nce_cells: overlap cells sampled per frame for the image→point direction.
+        max_negatives: cap on the negatives per anchor (None: all).
+        r_p, r_n: positive / negative radii of L_f, in feature cells.
+        loss_weights: (λ_f, λ_o, λ_p).
+        pose_huber_delta: δ of the Huber pose loss.
+        refine_steps: unrolled Gauss-Newton steps of the EPnP.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_depth: int = 18,
+        fpn_channels: int = 128,
+        point_variant: str = "minkunet18",
+        point_base_channels: int = 32,
+        voxel_size: float = 0.05,
+        point_range: Sequence[float] = DEFAULT_RANGE,
+        channels: int = 64,
+        fusion_d_model: int = 256,
+        fusion_heads: int = 8,
+        fusion_layers: int = 2,
+        fusion_keypoints: int = 1024,
+        similarity: str = "lta",
+        temperature: float = 0.07,
+        matching: str = "soft",
+        match_temperature: float = 1.0,
+        use_overlap: bool = True,
+        use_pose_loss: bool = True,
+        point_threshold: float = 0.5,
+        image_threshold: float = 0.5,
+        max_match_points: int = 256,
+        min_match_points: int = 16,
+        min_match_cells: int = 64,
+        info_nce_points: int = 1024,
+        info_nce_cells: int = 1024,
+        max_negatives: int | None = None,
+        r_p: float = 1.0,
+        r_n: float = 3.0,
+        loss_weights: Sequence[float] = (1.0, 0.5, 0.2),
+        pose_huber_delta: float = 1.0,
+        refine_steps: int = 5,
+    ) -> None:
+        super().__init__()
+        if len(loss_weights) != 3:
+            raise ValueError(f"loss_weights must be (λ_f, λ_o, λ_p), got {loss_weights}")
+        if not 0 <= r_p <= r_n:
+            raise ValueError(f"radii must satisfy 0 <= r_p <= r_n, got r_p={r_p}, r_n={r_n}")
+        if min(max_match_points, min_match_points, min_match_cells) < 1:
+            raise ValueError("max_match_points, min_match_points, min_match_cells must be >= 1")
+        if info_nce_points < 1 or info_nce_cells < 1:
+            raise ValueError("info_nce_points and info_nce_cells must be >= 1")
+        self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels)
+        self.point_encoder = PointEncoder(
+            point_variant,
+            in_channels=4,
+            out_channels=channels,
+            voxel_size=voxel_size,
+            base_channels=point_base_channels,
+            point_range=tuple(point_range),
+        )
+        self.fusion = CrossModalFusion(
+            self.point_encoder.bottleneck_channels,
+            self.image_encoder.bottleneck_channels,
+            d_model=fusion_d_model,
+            num_heads=fusion_heads,
+            num_layers=fusion_layers,
+            num_keypoints=fusion_keypoints,
+        )
+        self.use_overlap = bool(use_overlap)
+        if self.use_overlap:
+            self.point_overlap_head = OverlapHead(channels)
+            self.image_overlap_head = OverlapHead(channels)
+        self.alignment = TransformationAlignment(channels, similarity, temperature)
+        self.matcher = build_matcher(matching, match_temperature)
+        self.stride = ImageEncoder.output_stride
+        self.use_pose_loss = bool(use_pose_loss)
+        self.point_threshold = float(point_threshold)
+        self.image_threshold = float(image_threshold)
+        self.max_match_points = int(max_match_points)
+        self.min_match_points = int(min_match_points)
+        self.min_match_cells = int(min_match_cells)
+        self.info_nce_points = int(info_nce_points)
+        self.info_nce_cells = int(info_nce_cells)
+        self.max_negatives = None if max_negatives is None else int(max_negatives)
+        self.r_p, self.r_n = float(r_p), float(r_n)
+        self.loss_weights = dict(zip(("feature", "overlap", "pose"), map(float, loss_weights),
+                                     strict=True))
+        self.pose_huber_delta = float(pose_huber_delta)
+        self.refine_steps = int(refine_steps)
+
+    # -- features -------------------------------------------------------------------------
+    def extract(
+        self, image: torch.Tensor, points: torch.Tensor, offset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused decoder features.
+
+        Args:
+            image: (B, 3, H, W) normalised images.
+            points: (N_total, 4) x y z intensity, LiDAR frame; offset (B,) cumulative ends.
+        Returns:
+            F_P (N_total, C) and F_I (B, C, h, w), h = ceil(H / 4), w = ceil(W / 4).
+        """
+        stages = self.image_encoder.encode(image)
+        state = self.point_encoder.encode(points, offset)
+        voxel_feats, voxel_xyz, voxel_batch = self.point_encoder.bottleneck(state)
+        fused_voxels, fused_map = self.fusion(voxel_feats, voxel_xyz, voxel_batch, stages[-1])
+        image_feats = self.image_encoder.decode([*stages[:-1], fused_map])
+        point_feats = self.point_encoder.decode(state, fused_voxels)
+        return point_feats, image_feats
+
+    # -- matching -------------------------------------------------------------------------
+    def _match_candidates(
+        self,
+        point_scores: torch.Tensor | None,
+        image_scores: torch.Tensor | None,
+        n: int,
+        m: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points (indices into the frame) to match and the (m,) bool mask of allowed cells.
+
+        Without overlap scores: K_pts random points and every cell.
+        """
+        if point_scores is None or image_scores is None:
+            everything = torch.ones(n, dtype=torch.bool, device=device)
+            idx = sample_indices(everything, self.max_match_points)
+            return idx, torch.ones(m, dtype=torch.bool, device=device)
+        above = point_scores > self.point_threshold
+        count = int(above.sum())
+        if count < self.min_match_points:
+            idx = _top_k(point_scores, self.max_match_points)
+        else:
+            idx = _top_k(point_scores.masked_fill(~above, float("-inf")),
+                         min(self.max_match_points, count))
+        cells = image_scores > self.image_threshold
+        if not bool(cells.any()):
+            cells = torch.zeros_like(cells)
+            cells[_top_k(image_scores, self.min_match_cells)] = True
+        return idx, cells
+
+    def _match_and_solve(
+        self,
+        points: torch.Tensor,
+        slices: list[slice],
+        point_feats: torch.Tensor,
+        image_flat: torch.Tensor,
+        point_scores: torch.Tensor | None,
+        image_scores: torch.Tensor | None,
+        cells_uv: torch.Tensor,
+        K: torch.Tensor,  # noqa: N803
+    ) -> tuple[list[dict[str, torch.Tensor]], Any]:
+        """Per-frame matches and the batched weighted EPnP on them."""
+        matches = []
+        for b, sl in enumerate(slices):
+            n = sl.stop - sl.start
+            if n == 0:
+                raise ValueError(f"frame {b} has no points")
+            fs = None if point_scores is None else point_scores[sl]
+            cs = None if image_scores is None else image_scores[b]
+            idx, cell_mask = self._match_candidates(
+                fs, cs, n, image_flat.shape[1], point_feats.device
+            )
+            sim = self.alignment.similarity(point_feats[sl][idx], image_flat[b])
+            pixels, confidence = self.matcher(sim, cells_uv, cell_mask)
+            weights = confidence if fs is None else fs[idx] * confidence
+            matches.append({"point_index": idx + sl.start, "pixels": pixels, "weights": weights})
+        k = max(mt["point_index"].numel() for mt in matches)
+        x3d, x2d, w = [], [], []
+        for mt in matches:
+            pad = k - mt["point_index"].numel()
+            xyz = points[mt["point_index"], :3].float()
+            # padding rows repeat a real point with weight 0: no influence on the EPnP
+            x3d.append(torch.cat((xyz, xyz[:1].expand(pad, 3))))
+            x2d.append(torch.cat((mt["pixels"], mt["pixels"][:1].expand(pad, 2))))
+            w.append(torch.cat((mt["weights"], mt["weights"].new_zeros(pad))))
+        result = solve_epnp(
+            torch.stack(x3d), torch.stack(x2d), K.float(), torch.stack(w), self.refine_steps
+        )
+        return matches, result
+
+    # -- losses ---------------------------------------------------------------------------
+    def _feature_loss(
+        self,
+        batch: Mapping[str, Any],
+        slices: list[slice],
+        point_feats: torch.Tensor,
+        image_flat: torch.Tensor,
+        cells_uv: torch.Tensor,
+    ) -> torch.Tensor:
+        """L_f = L_f^P + L_f^I, each averaged over all anchors of the batch."""
+        point_overlap = batch["point_overlap"].to(torch.bool)
+        point_pixel = batch["point_pixel"]
+        image_overlap = batch["image_overlap"].to(torch.bool)
+        per_point, per_cell = [], []
+        for b, sl in enumerate(slices):
+            idx = sample_indices(point_overlap[sl], self.info_nce_points) + sl.start
+            if idx.numel() == 0:
+                continue
+            sim = self.alignment.similarity(point_feats[idx], image_flat[b])
+            loss_p, loss_i = frame_info_nce(
+                sim, point_pixel[idx].float(), cells_uv, image_overlap[b].reshape(-1),
+                self.stride, self.r_p, self.r_n, self.info_nce_cells, self.max_negatives,
+            )
+            per_point.append(loss_p)
+            per_cell.append(loss_i)
+        empty = point_feats.new_zeros(0)
+        lp = mean_or_zero(torch.cat(per_point) if per_point else empty, point_feats)
+        li = mean_or_zero(torch.cat(per_cell) if per_cell else empty, image_flat)
+        return lp + li
+
+    def _check_batch(self, batch: Mapping[str, Any], h: int, w: int) -> None:
+        b = batch["image"].shape[0]
+        if batch["offset"].shape != (b,):
+            raise ValueError(f"offset must be ({b},), got {tuple(batch['offset'].shape)}")
+        if batch["K"].shape != (b, 3, 3):
+            raise ValueError(f"K must be ({b}, 3, 3), got {tuple(batch['K'].shape)}")
+        n = batch["points"].shape[0]
+        expected = {
+            "point_overlap": (n,),
+            "point_pixel": (n, 2),
+            "image_overlap": (b, h, w),
+            "T_gt": (b, 4, 4),
+        }
+        for key, shape in expected.items():
+            if key in batch and tuple(batch[key].shape) != shape:
+                raise ValueError(
+                    f"batch[{key!r}] must be {shape} (feature map {h}x{w}), "
+                    f"got {tuple(batch[key].shape)}"
+                )
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any], pose_loss_enabled: bool = False) -> dict:
+        """Run the model on a collated batch.
+
+        Args:
+            batch: `image` (B, 3, H, W), `K` (B, 3, 3), `points` (N_total, 4), `offset` (B,);
+                for the losses also `point_overlap` (N_total,), `point_pixel` (N_total, 2),
+                `image_overlap` (B, h, w) and `T_gt` (B, 4, 4).
+            pose_loss_enabled: add L_p (if the model has `use_pose_loss`); the EPnP then keeps
+                its graph.
+        Returns:
+            dict with `point_feats` (N_total, C), `image_feats` (B, C, h, w); with overlap
+            detection `point_logits`/`point_scores` (N_total,), `image_logits`/`image_scores`
+            (B, h, w); `matches` (list of B dicts: `point_index` (K_b,) into the batch points,
+            `pixels` (K_b, 2), `weights` (K_b,)); pose `R` (B, 3, 3), `t` (B, 3), `T_pred`
+            (B, 4, 4) T_cam_lidar of the input cloud, `pose_valid` (B,), `reproj_error` (B,)
+            px; when the ground truth is present `loss`, `loss_feature`, `loss_overlap`
+            (with overlap detection) and `loss_pose` (when enabled).
+        """
+        point_feats, image_feats = self.extract(batch["image"], batch["points"], batch["offset"])
+        # heads, similarities, EPnP and losses in float32 even under mixed precision
+        with torch.autocast(image_feats.device.type, enabled=False):
+            return self._predict(batch, point_feats.float(), image_feats.float(),
+                                 pose_loss_enabled)
+
+    def _predict(
+        self,
+        batch: Mapping[str, Any],
+        point_feats: torch.Tensor,
+        image_feats: torch.Tensor,
+        pose_loss_enabled: bool,
+    ) -> dict:
+        """Everything after the decoders (see `forward`)."""
+        points, offset = batch["points"], batch["offset"]
+        bsz, _, h, w = image_feats.shape
+        self._check_batch(batch, h, w)
+        slices = _offsets_to_slices(offset, points.shape[0])
+        image_flat = image_feats.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        cells_uv = cell_centers(h, w, self.stride, device=image_feats.device)
+        out: dict[str, Any] = {"point_feats": point_feats, "image_feats": image_feats}
+
+        point_scores = image_scores = None
+        if self.use_overlap:
+            out["point_logits"] = self.point_overlap_head(point_feats)
+            out["image_logits"] = self.image_overlap_head(image_feats.permute(0, 2, 3, 1))
+            out["point_scores"] = point_scores = torch.sigmoid(out["point_logits"])
+            out["image_scores"] = image_scores = torch.sigmoid(out["image_logits"])
+
+        with_pose_loss = self.use_pose_loss and pose_loss_enabled and "T_gt" in batch
+        with torch.set_grad_enabled(torch.is_grad_enabled() and with_pose_loss):
+            matches, pose = self._match_and_solve(
+                points, slices, point_feats, image_flat,
+                point_scores, None if image_scores is None else image_scores.flatten(1),
+                cells_uv, batch["K"],
+            )
+        out["matches"] = matches
+        out["R"], out["t"] = pose.R, pose.t
+        bottom = pose.R.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(bsz, 1, 4)
+        out["T_pred"] = torch.cat((torch.cat((pose.R, pose.t.unsqueeze(-1)), dim=2), bottom), 1)
+        out["pose_valid"], out["reproj_error"] = pose.valid, pose.reproj_error
+
+        if all(key in batch for key in GT_KEYS):
+            terms = {
+                "feature": self._feature_loss(batch, slices, point_feats, image_flat, cells_uv)
+            }
+            if self.use_overlap:
+                terms["overlap"] = overlap_loss(
+                    out["point_logits"], batch["point_overlap"].to(torch.bool),
+                    out["image_logits"], batch["image_overlap"].to(torch.bool),
+                )
+            if with_pose_loss:
+                terms["pose"] = pose_loss(
+                    pose.R, pose.t, batch["T_gt"], pose.valid, self.pose_huber_delta
+                )
+            for key, value in terms.items():
+                out[f"loss_{key}"] = value
+            out["loss"] = weighted_total(terms, self.loss_weights)
+        return out

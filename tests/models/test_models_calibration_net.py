@@ -1,0 +1,158 @@
+"""CalibrationNet: forward + backward on a tiny two-frame scene built here."""
+import math
+
+import pytest
+import torch
+
+from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.models.feature_grid import pixel_to_cell
+
+H, W, STRIDE = 64, 128, 4
+TINY = {
+    "image_depth": 18,
+    "fpn_channels": 16,
+    "point_base_channels": 8,
+    "voxel_size": 0.5,
+    "channels": 16,
+    "fusion_d_model": 32,
+    "fusion_heads": 2,
+    "fusion_layers": 1,
+    "fusion_keypoints": 32,
+    "max_match_points": 48,
+    "min_match_points": 8,
+    "min_match_cells": 16,
+    "info_nce_points": 64,
+    "info_nce_cells": 64,
+    "max_negatives": 128,
+}
+# camera looks along LiDAR +x: x_cam = -y_lidar, y_cam = -z_lidar, z_cam = x_lidar
+R_CAM_LIDAR = torch.tensor([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+
+
+def _rot_z(a: float) -> torch.Tensor:
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _frame(gen: torch.Generator, yaw: float, shift: tuple[float, float]) -> dict:
+    """Random cloud, a camera, and the ground truth of one augmented frame."""
+    n = 400
+    lo, hi = torch.tensor([-12.0, -10.0, -2.5]), torch.tensor([25.0, 10.0, 0.9])
+    xyz = lo + (hi - lo) * torch.rand(n, 3, generator=gen)
+    intensity = torch.rand(n, 1, generator=gen)
+    K = torch.tensor([[60.0, 0.0, (W - 1) / 2], [0.0, 60.0, (H - 1) / 2], [0.0, 0.0, 1.0]])
+    T_raw = torch.eye(4)
+    T_raw[:3, :3] = R_CAM_LIDAR
+    T_raw[:3, 3] = torch.tensor([0.05, -0.1, 0.2])
+    T_r = torch.eye(4)  # augmentation: p_aug = T_r p, T_gt = T_raw T_r^-1
+    T_r[:3, :3] = _rot_z(yaw)
+    T_r[:2, 3] = torch.tensor(shift)
+    xyz_aug = xyz @ T_r[:3, :3].T + T_r[:3, 3]
+    T_gt = T_raw @ torch.linalg.inv(T_r)
+    cam = xyz_aug @ T_gt[:3, :3].T + T_gt[:3, 3]
+    z = cam[:, 2]
+    uvw = cam @ K.T
+    uv = uvw[:, :2] / uvw[:, 2:].clamp_min(1e-6)
+    inside = (z > 0.1) & (uv[:, 0] >= -0.5) & (uv[:, 0] < W - 0.5)
+    inside &= (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
+    hit = torch.zeros(H // STRIDE, W // STRIDE, dtype=torch.bool)
+    cols_rows = pixel_to_cell(uv[inside], STRIDE).round().long()
+    hit[cols_rows[:, 1], cols_rows[:, 0]] = True
+    dilated = torch.nn.functional.max_pool2d(hit[None, None].float(), 3, 1, 1)[0, 0] > 0
+    return {
+        "image": torch.randn(3, H, W, generator=gen),
+        "points": torch.cat((xyz_aug, intensity), 1),
+        "K": K,
+        "T_gt": T_gt,
+        "point_overlap": inside,
+        "point_pixel": torch.where(inside[:, None], uv, torch.zeros_like(uv)),
+        "image_overlap": dilated,
+    }
+
+
+def _batch(seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    frames = [_frame(gen, 0.4, (1.0, -2.0)), _frame(gen, -2.0, (-3.0, 0.5))]
+    batch = {k: torch.stack([f[k] for f in frames]) for k in ("image", "K", "T_gt")}
+    batch["image_overlap"] = torch.stack([f["image_overlap"] for f in frames])
+    for k in ("points", "point_overlap", "point_pixel"):
+        batch[k] = torch.cat([f[k] for f in frames])
+    batch["offset"] = torch.cumsum(torch.tensor([len(f["points"]) for f in frames]), 0)
+    return batch
+
+
+def _params_without_grad(model: torch.nn.Module) -> list[str]:
+    return [
+        name for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))
+    ]
+
+
+def test_forward_backward_all_parameters_get_gradients():
+    torch.manual_seed(0)
+    batch = _batch()
+    assert batch["point_overlap"].sum() > 50 and batch["image_overlap"].any()
+    model = CalibrationNet(**TINY)
+    with torch.no_grad():  # leave W_f = I: Q only gets a gradient once D != 1
+        model.alignment.d.add_(0.05 * torch.randn_like(model.alignment.d))
+    out = model(batch, pose_loss_enabled=True)
+    for key in ("loss", "loss_feature", "loss_overlap", "loss_pose"):
+        assert out[key].dim() == 0 and torch.isfinite(out[key]), key
+    n = batch["points"].shape[0]
+    assert out["point_feats"].shape == (n, 16)
+    assert out["image_feats"].shape == (2, 16, H // 4, W // 4)
+    assert out["point_scores"].shape == (n,) and out["image_scores"].shape == (2, 16, 32)
+    assert out["T_pred"].shape == (2, 4, 4) and out["pose_valid"].shape == (2,)
+    assert len(out["matches"]) == 2
+    for b, m in enumerate(out["matches"]):
+        lo, hi = (0 if b == 0 else int(batch["offset"][0])), int(batch["offset"][b])
+        assert ((m["point_index"] >= lo) & (m["point_index"] < hi)).all()
+        assert m["pixels"].shape == (m["point_index"].numel(), 2)
+    assert bool(out["pose_valid"].any()), "the pose path must be exercised"
+    out["loss"].backward()
+    assert _params_without_grad(model) == []
+
+
+def test_pose_loss_reaches_matching_and_overlap_head():
+    torch.manual_seed(1)
+    model = CalibrationNet(**TINY)
+    out = model(_batch(), pose_loss_enabled=True)
+    assert bool(out["pose_valid"].any())
+    out["loss_pose"].backward()
+    assert model.alignment.d.grad.abs().sum() > 0  # through the soft-matched pixels
+    assert model.point_overlap_head.mlp[0].weight.grad.abs().sum() > 0  # through the weights
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"similarity": "cosine", "matching": "hard"},
+        {"use_overlap": False, "use_pose_loss": False},
+    ],
+)
+def test_ablation_switches(switches):
+    torch.manual_seed(2)
+    model = CalibrationNet(**TINY, **switches)
+    out = model(_batch(), pose_loss_enabled=True)
+    assert torch.isfinite(out["loss"])
+    assert ("loss_overlap" in out) == model.use_overlap
+    assert ("loss_pose" in out) == model.use_pose_loss
+    if switches.get("similarity") == "cosine":
+        assert not any("alignment" in name for name, _ in model.named_parameters())
+    out["loss"].backward()
+
+
+def test_eval_without_ground_truth_and_without_pose_loss():
+    torch.manual_seed(3)
+    model = CalibrationNet(**TINY).eval()
+    batch = {k: v for k, v in _batch().items() if k in ("image", "K", "points", "offset")}
+    with torch.no_grad():
+        out = model(batch)
+    assert "loss" not in out and out["T_pred"].shape == (2, 4, 4)
+    model.train()
+    out = model(_batch(), pose_loss_enabled=False)
+    assert "loss_pose" not in out and not out["R"].requires_grad
+    with pytest.raises(ValueError, match="image_overlap"):
+        bad = _batch()
+        bad["image_overlap"] = bad["image_overlap"][:, :8]
+        model(bad)
