@@ -13,19 +13,20 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-# encoding -> (channels, bytes per channel, channel order in the message)
-_ENCODINGS: dict[str, tuple[int, int, str]] = {
-    "rgb8": (3, 1, "rgb"),
-    "bgr8": (3, 1, "bgr"),
-    "rgba8": (4, 1, "rgba"),
-    "bgra8": (4, 1, "bgra"),
-    "mono8": (1, 1, "mono"),
-    "mono16": (1, 2, "mono"),
+# encoding -> (channels, bytes per channel, cv2 code message -> RGB, cv2 code RGB -> message,
+# cv2 code RGBA -> message); None where no colour conversion applies.
+_ENCODINGS: dict[str, tuple[int, int, int | None, int | None, int | None]] = {
+    "rgb8": (3, 1, None, None, None),
+    "bgr8": (3, 1, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR, None),
+    "rgba8": (4, 1, cv2.COLOR_RGBA2RGB, cv2.COLOR_RGB2RGBA, None),
+    "bgra8": (4, 1, cv2.COLOR_BGRA2RGB, cv2.COLOR_RGB2BGRA, cv2.COLOR_RGBA2BGRA),
+    "mono8": (1, 1, None, None, None),
+    "mono16": (1, 2, None, None, None),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
 
 
-def _layout(encoding: str) -> tuple[int, int, str]:
+def _layout(encoding: str) -> tuple[int, int, int | None, int | None, int | None]:
     if encoding not in _ENCODINGS:
         raise ValueError(
             f"unsupported image encoding '{encoding}' "
@@ -40,7 +41,7 @@ def image_to_array(msg: Image) -> np.ndarray:
 
     Raises ValueError for an unknown encoding or a `step`/data size that cannot hold the image.
     """
-    channels, depth, order = _layout(msg.encoding)
+    channels, depth, to_rgb, _, _ = _layout(msg.encoding)
     height, width = int(msg.height), int(msg.width)
     row_bytes = width * channels * depth
     if msg.step < row_bytes:
@@ -58,12 +59,12 @@ def image_to_array(msg: Image) -> np.ndarray:
     if depth == 2:
         dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
         return np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.uint16)
-    pixels = rows.reshape(height, width, channels)
-    if order == "mono":
-        return pixels[:, :, 0].copy()
-    if order in ("bgr", "bgra"):
-        return np.ascontiguousarray(pixels[:, :, 2::-1])
-    return np.ascontiguousarray(pixels[:, :, :3])
+    if channels == 1:
+        return rows.copy()
+    pixels = rows.reshape(height, width, channels)  # a view even when rows are padded
+    if height == 0 or width == 0:
+        return np.zeros((height, width, 3), np.uint8)
+    return pixels.copy() if to_rgb is None else cv2.cvtColor(pixels, to_rgb)
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
@@ -84,12 +85,12 @@ def array_to_image(pixels: np.ndarray, encoding: str, header: Header | None = No
     is 255 otherwise), mono8 takes (H, W) uint8, mono16 (H, W) uint16. Rows are unpadded and
     mono16 is written little-endian.
     """
-    channels, depth, order = _layout(encoding)
+    channels, depth, _, from_rgb, from_rgba = _layout(encoding)
     pixels = np.asarray(pixels)
     want_dtype = np.uint16 if depth == 2 else np.uint8
     if pixels.dtype != want_dtype:
         raise ValueError(f"encoding '{encoding}' needs {np.dtype(want_dtype)}, got {pixels.dtype}")
-    if order == "mono":
+    if channels == 1:
         if pixels.ndim != 2:
             raise ValueError(f"encoding '{encoding}' needs (H, W) pixels, got {pixels.shape}")
         out = pixels.astype("<u2") if depth == 2 else pixels
@@ -100,25 +101,30 @@ def array_to_image(pixels: np.ndarray, encoding: str, header: Header | None = No
                 f"encoding '{encoding}' needs RGB (H, W, 3) pixels"
                 f"{' or RGBA (H, W, 4)' if channels == 4 else ''}, got {pixels.shape}"
             )
-        rgb = pixels[:, :, :3]
-        colour = rgb[:, :, ::-1] if order.startswith("bgr") else rgb
-        if channels == 4:
-            alpha = (pixels[:, :, 3:] if pixels.shape[2] == 4
-                     else np.full(pixels.shape[:2] + (1,), 255, np.uint8))
-            colour = np.concatenate([colour, alpha], axis=2)
-        out = colour
+        code = from_rgb if pixels.shape[2] == 3 else from_rgba
+        out = pixels if code is None or pixels.size == 0 else cv2.cvtColor(pixels, code)
     height, width = pixels.shape[:2]
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(out).tobytes())
-    return Image(
+    msg = Image(
         header=header if header is not None else Header(),
         height=height,
         width=width,
         encoding=encoding,
         is_bigendian=0,
         step=width * channels * depth,
-        data=data,
     )
+    msg.data = _byte_array(out)
+    return msg
+
+
+def _byte_array(values: np.ndarray) -> array.array:
+    """The raw bytes of `values` (C order) as the array('B') that uint8[] message fields hold.
+
+    Assign it after constructing the message: passing `data=` to the constructor copies the
+    buffer twice more (a few ms for a full-HD image).
+    """
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+    return data
 
 
 def compressed_image_to_rgb(msg: CompressedImage) -> np.ndarray:
@@ -149,10 +155,9 @@ def rgb_to_compressed_image(
                                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"OpenCV failed to encode a {rgb.shape} image as {fmt}")
-    data = array.array("B")
-    data.frombytes(encoded.tobytes())
-    return CompressedImage(
+    msg = CompressedImage(
         header=header if header is not None else Header(),
         format=f"bgr8; {fmt} compressed bgr8",
-        data=data,
     )
+    msg.data = _byte_array(encoded)
+    return msg

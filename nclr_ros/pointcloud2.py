@@ -187,9 +187,7 @@ def array_to_pointcloud2(array_: np.ndarray, header: Header | None = None) -> Po
         packed[name] = array_[name]
         if array_.dtype.fields[name][0].kind == "f":
             is_dense = is_dense and bool(np.isfinite(array_[name]).all())
-    data = array.array("B")
-    data.frombytes(packed.tobytes())
-    return PointCloud2(
+    msg = PointCloud2(
         header=header if header is not None else Header(),
         height=height,
         width=width,
@@ -197,9 +195,12 @@ def array_to_pointcloud2(array_: np.ndarray, header: Header | None = None) -> Po
         is_bigendian=False,
         point_step=little.itemsize,
         row_step=little.itemsize * width,
-        data=data,
         is_dense=is_dense,
     )
+    data = array.array("B")
+    data.frombytes(packed.reshape(-1).view(np.uint8))
+    msg.data = data  # assigned after construction: `data=` would copy it twice more
+    return msg
 
 
 def xyz_fields_to_pointcloud2(
