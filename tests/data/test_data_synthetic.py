@@ -51,7 +51,7 @@ def test_ray_casting_uses_embree_and_hits_a_box_at_the_right_distance():
 
 def test_lidar_presets_have_the_documented_layouts():
     hdl64 = LidarModel.preset(64)
-    rays = hdl64.ray_directions()
+    rays = hdl64.ray_directions
     elevation = np.degrees(np.arcsin(rays[:, 2]))
     assert rays.shape == (hdl64.num_azimuths * 64, 3)
     assert elevation.max() == pytest.approx(2.0) and elevation.min() == pytest.approx(-24.9)

@@ -6,6 +6,7 @@ tests can check that LiDAR points and pixels agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -41,9 +42,10 @@ class PinholeCamera:
         )
         return cls(width, height, K)
 
+    @cached_property
     def ray_directions(self) -> np.ndarray:
         """Unit rays (H * W, 3) in the camera frame through pixel centres (u, v integers),
-        row-major (v slowest)."""
+        row-major (v slowest); computed once per camera."""
         u, v = np.meshgrid(np.arange(self.width), np.arange(self.height))
         pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1).astype(np.float64)
         rays = pix @ np.linalg.inv(self.K).T
@@ -82,7 +84,7 @@ def render_camera(
     noise_std: float = 2.0,
 ) -> CameraRender:
     """Render the view of a camera at pose `T_world_cam` (4, 4); `noise_std` in 8-bit levels."""
-    rays_cam = camera.ray_directions()
+    rays_cam = camera.ray_directions
     R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
     dirs = rays_cam @ R.T
     origins = np.broadcast_to(t, dirs.shape)

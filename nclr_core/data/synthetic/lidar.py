@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -47,8 +48,9 @@ class LidarModel:
     def num_azimuths(self) -> int:
         return int(round(2.0 * np.pi / self.azimuth_step))
 
+    @cached_property
     def ray_directions(self) -> np.ndarray:
-        """Unit ray directions (num_azimuths * num_beams, 3) in the LiDAR frame.
+        """Unit ray directions (num_azimuths * num_beams, 3) in the LiDAR frame (cached).
 
         Ordered azimuth-major (one column of beams after another, as a spinning sensor
         streams them), starting behind the sensor and turning counter-clockwise.
@@ -78,7 +80,7 @@ def scan_lidar(
 
     Intensity = reflectivity * (0.2 + 0.8 |cos incidence|) plus noise, clipped to [0, 1].
     """
-    directions = model.ray_directions()
+    directions = model.ray_directions
     R, t = T_world_lidar[:3, :3], T_world_lidar[:3, 3]
     world_dirs = directions @ R.T
     origins = np.broadcast_to(t, world_dirs.shape)
