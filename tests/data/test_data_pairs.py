@@ -1,11 +1,22 @@
 """Pretext pair sampling and its ground truth (nclr_core.data.pairs, METHOD.md §1)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from nclr_core.data.collate import collate_pairs
+from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.pairs import PairSampler, PerturbedPrior, dilate_cells, hit_cells
-from nclr_core.data.transforms import sample_rng
+from nclr_core.data.transforms import (
+    CenterCrop,
+    Compose,
+    CropPointRange,
+    NormalizeImage,
+    ResizeImage,
+    SubsamplePoints,
+    sample_rng,
+)
 from nclr_core.geometry.projection import project_points
 from nclr_core.geometry.se3 import compose, invert
 from nclr_core.models.feature_grid import pixel_to_cell
@@ -150,3 +161,20 @@ def test_perturbed_prior_uses_the_pair_ground_truth() -> None:
     np.testing.assert_allclose(out["T_init"], T_gt, atol=1e-12)
     with pytest.raises(ValueError, match="translation_region"):
         PerturbedPrior(translation_region="cube")
+
+
+def test_real_kitti_frame_through_the_training_pipeline(real_data: Path) -> None:
+    raw = KittiObjectDataset(real_data / "kitti_object", "training")[1]
+    prepare = Compose([CropPointRange(), SubsamplePoints(20000), ResizeImage(160),
+                       CenterCrop(160, 512)])
+    sample = prepare({**raw, "rng": sample_rng(0, 0, 1)})
+    expected = project_points(sample["points"], sample["T_cam_lidar"], sample["K"], (160, 512))
+    out = NormalizeImage()(PairSampler()({**sample, "rng": sample_rng(0, 0, 1)}))
+    np.testing.assert_array_equal(out["point_overlap"], expected.in_image)
+    # About a sixth of a full KITTI scan lies in the front camera's view.
+    assert 0.05 < out["point_overlap"].mean() < 0.3
+    batch = collate_pairs([out])
+    assert batch["image"].shape == (1, 3, 160, 512)
+    assert batch["image_overlap"].shape == (1, 40, 128)
+    hits = hit_cells(out["point_pixel"][out["point_overlap"]], (40, 128), STRIDE)
+    assert out["image_overlap"][hits].all() and out["image_overlap"].sum() > hits.sum()
