@@ -156,3 +156,31 @@ def test_eval_without_ground_truth_and_without_pose_loss():
         bad = _batch()
         bad["image_overlap"] = bad["image_overlap"][:, :8]
         model(bad)
+
+
+def test_runs_on_pair_sampler_and_collate_output():
+    """The data side's ground truth (PairSampler + collate_pairs) fits the model's contract."""
+    import numpy as np
+
+    from nclr_core.data.collate import collate_pairs
+    from nclr_core.data.pairs import PairSampler
+    from nclr_core.data.transforms import Compose, NormalizeImage
+
+    gen = torch.Generator().manual_seed(5)
+    transform = Compose([PairSampler(seed=0), NormalizeImage()])
+    samples = []
+    for _ in range(2):
+        frame = _frame(gen, 0.0, (0.0, 0.0))  # raw cloud, T_gt = T_raw
+        image = (torch.rand(H, W, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        samples.append(transform({
+            "image": image,
+            "points": frame["points"].numpy(),
+            "K": frame["K"].double().numpy(),
+            "T_cam_lidar": frame["T_gt"].double().numpy(),
+        }))
+    batch = collate_pairs(samples)
+    assert all(np.asarray(s["point_overlap"]).any() for s in samples)
+    torch.manual_seed(5)
+    out = CalibrationNet(**TINY)(batch, pose_loss_enabled=True)
+    assert torch.isfinite(out["loss"]) and out["loss_feature"] > 0
+    out["loss"].backward()
