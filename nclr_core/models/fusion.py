@@ -55,7 +55,7 @@ def farthest_point_sampling(xyz: torch.Tensor, valid: torch.Tensor, num: int) ->
         num: samples per frame (K <= M).
     Returns:
         (B, K) int64 positions into M. A frame with fewer than K valid elements lists all
-        of them first (distinct), then repeats.
+        of them first (distinct when their coordinates are), then repeats.
     """
     batch_size = xyz.shape[0]
     rows = torch.arange(batch_size, device=xyz.device)
@@ -311,8 +311,13 @@ class CrossModalFusion(nn.Module):
         point_batch = point_batch.long()
         if point_batch.shape != (num,):
             raise ValueError(f"point_batch must be ({num},), got {tuple(point_batch.shape)}")
+        if num and (int(point_batch.min()) < 0 or int(point_batch.max()) >= batch_size):
+            raise ValueError(
+                f"point_batch values must lie in [0, {batch_size}) for {batch_size} image maps, "
+                f"got [{int(point_batch.min())}, {int(point_batch.max())}]"
+            )
         counts = torch.bincount(point_batch, minlength=batch_size)
-        if counts.numel() != batch_size or bool((counts == 0).any()):
+        if bool((counts == 0).any()):
             raise ValueError(
                 f"every one of the {batch_size} frames needs bottleneck voxels; "
                 f"voxels per frame: {counts.tolist()}"

@@ -138,6 +138,8 @@ def test_bad_inputs_raise():
     feats, xyz, batch, image = _batch([_frame(5, 1), _frame(4, 2)])
     with pytest.raises(ValueError, match="frames needs bottleneck voxels"):
         fusion(feats, xyz, torch.zeros_like(batch), image)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
+        fusion(feats, xyz, batch + 1, image)
     with pytest.raises(ValueError, match="image_map"):
         fusion(feats, xyz, batch, image[:, :3])
     with pytest.raises(ValueError, match="point_feats"):
