@@ -94,6 +94,8 @@ def run_pair(profile: Path | None, count: int = MESSAGES) -> dict:
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(random.randint(100, 200))
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_STATIC_PEERS", None)
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     env.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     if profile is not None:
