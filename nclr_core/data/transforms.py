@@ -69,6 +69,18 @@ def _image(sample: Sample) -> np.ndarray:
     return image
 
 
+PIXEL_GROUND_TRUTH_KEYS = ("point_pixel", "image_overlap")
+
+
+def _image_to_warp(sample: Sample, name: str) -> np.ndarray:
+    """The image, for a transform that changes pixel geometry; refuses a sample whose pixel
+    ground truth (written by `PairSampler`) would go stale."""
+    stale = [key for key in PIXEL_GROUND_TRUTH_KEYS if key in sample]
+    if stale:
+        raise ValueError(f"{name} must run before PairSampler: the sample already has {stale}")
+    return _image(sample)
+
+
 def _intrinsics(sample: Sample) -> np.ndarray:
     K = np.asarray(sample.get("K"), dtype=np.float64)
     if K.shape != (3, 3):
@@ -101,7 +113,7 @@ class ResizeImage:
         self.width = None if width is None else int(width)
 
     def __call__(self, sample: Sample) -> Sample:
-        image = _image(sample)
+        image = _image_to_warp(sample, "ResizeImage")
         h, w = image.shape[:2]
         width = self.width if self.width is not None else max(1, round(w * self.height / h))
         shrink = width * self.height < w * h
@@ -132,7 +144,7 @@ class CenterCrop:
         self.height, self.width = int(height), int(width)
 
     def __call__(self, sample: Sample) -> Sample:
-        h, w = _check_crop(_image(sample), self.height, self.width)
+        h, w = _check_crop(_image_to_warp(sample, "CenterCrop"), self.height, self.width)
         x0, y0 = (w - self.width) // 2, (h - self.height) // 2
         return _crop(sample, x0, y0, self.height, self.width)
 
@@ -145,7 +157,7 @@ class RandomCrop(RandomTransform):
         self.height, self.width = int(height), int(width)
 
     def __call__(self, sample: Sample) -> Sample:
-        h, w = _check_crop(_image(sample), self.height, self.width)
+        h, w = _check_crop(_image_to_warp(sample, "RandomCrop"), self.height, self.width)
         rng = self.rng(sample)
         x0 = int(rng.integers(0, w - self.width + 1))
         y0 = int(rng.integers(0, h - self.height + 1))
@@ -162,7 +174,7 @@ class RandomHorizontalFlip(RandomTransform):
         self.p = float(p)
 
     def __call__(self, sample: Sample) -> Sample:
-        image = _image(sample)
+        image = _image_to_warp(sample, "RandomHorizontalFlip")
         if self.rng(sample).random() < self.p:
             sample["image"] = np.ascontiguousarray(image[:, ::-1])
             sample["K"] = flip_intrinsics(_intrinsics(sample), image.shape[1])

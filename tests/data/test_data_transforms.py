@@ -1,4 +1,6 @@
 """Sample transforms keep K consistent with the image (nclr_core.data.transforms)."""
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,12 @@ def test_bad_rng_and_image_raise() -> None:
         ResizeImage(4, 4)({"image": np.zeros((4, 4)), "K": K0})
     with pytest.raises(ValueError, match="non-negative"):
         sample_rng(-1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "transform", [ResizeImage(12), CenterCrop(8, 8), RandomCrop(8, 8), RandomHorizontalFlip()]
+)
+def test_image_warps_refuse_samples_with_pixel_ground_truth(transform: Callable) -> None:
+    sample = {**_ramp_sample(), "image_overlap": np.zeros((6, 12), dtype=bool)}
+    with pytest.raises(ValueError, match="before PairSampler"):
+        transform(sample)
