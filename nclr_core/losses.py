@@ -35,7 +35,8 @@ def sample_indices(
     idx = torch.nonzero(mask, as_tuple=False).squeeze(1)
     if max_count is None or idx.numel() <= max_count:
         return idx
-    perm = torch.randperm(idx.numel(), generator=generator, device="cpu")[:max_count]
+    device = idx.device if generator is None else generator.device
+    perm = torch.randperm(idx.numel(), generator=generator, device=device)[:max_count]
     return idx[perm.to(idx.device)]
 
 
@@ -58,7 +59,8 @@ def _subsample_negatives(
     """Keep at most `max_negatives` random negatives per row of the (A, K) bool mask."""
     if int(negative.sum(dim=1).max()) <= max_negatives:
         return negative
-    scores = torch.rand(negative.shape, generator=generator, device="cpu").to(negative.device)
+    device = negative.device if generator is None else generator.device
+    scores = torch.rand(negative.shape, generator=generator, device=device).to(negative.device)
     scores = scores.masked_fill(~negative, -1.0)
     keep = torch.zeros_like(negative)
     keep.scatter_(1, scores.topk(max_negatives, dim=1).indices, True)
