@@ -81,9 +81,9 @@ def fields_to_dtype(
 
 
 def _structured_view(msg: PointCloud2) -> np.ndarray:
-    """(height, width) structured array over the message bytes (a view when rows are unpadded).
+    """(height, width) structured array viewing the message bytes (no copy).
 
-    The result may alias `msg.data`; callers copy what they keep.
+    The result aliases `msg.data`; callers copy what they keep.
     """
     dtype = fields_to_dtype(list(msg.fields), msg.point_step, bool(msg.is_bigendian))
     height, width = int(msg.height), int(msg.width)
@@ -104,13 +104,9 @@ def _structured_view(msg: PointCloud2) -> np.ndarray:
         )
     if height == 0 or width == 0:
         return np.zeros((height, width), dtype=dtype)
-    if msg.row_step == row_bytes:
-        rows = buf[: height * row_bytes].reshape(height, row_bytes)
-    else:
-        padded = np.zeros(need, dtype=np.uint8)
-        padded[: min(need, buf.size)] = buf[:need]
-        rows = np.ascontiguousarray(padded.reshape(height, msg.row_step)[:, :row_bytes])
-    return rows.view(dtype)
+    # Strides skip the point padding (itemsize = point_step) and the row padding.
+    return np.ndarray((height, width), dtype=dtype, buffer=buf,
+                      strides=(msg.row_step, msg.point_step))
 
 
 def pointcloud2_to_array(msg: PointCloud2, keep_organized: bool = False) -> np.ndarray:
