@@ -132,3 +132,32 @@ def test_variant_block_counts():
         count = sum(isinstance(m, SparseBasicBlock) for m in enc.modules())
         assert count == sum(blocks)
     assert MINKUNET_BLOCKS["minkunet34"] == (2, 3, 4, 6, 2, 2, 2, 2)
+
+
+def test_frames_do_not_interact_in_eval_mode():
+    enc = _encoder().eval()
+    points, offset = _cloud(counts=(40, 60))
+    with torch.no_grad():
+        both = enc(points, offset)
+        first = enc(points[:40], torch.tensor([40]))
+        second = enc(points[40:], torch.tensor([60]))
+    torch.testing.assert_close(both, torch.cat((first, second)), atol=1e-5, rtol=1e-5)
+
+
+def test_voxelize_real_kitti_scan(real_data):
+    import numpy as np
+
+    path = real_data / "kitti_object" / "training" / "velodyne" / "000001.bin"
+    points = torch.from_numpy(np.fromfile(path, dtype=np.float32).reshape(-1, 4))
+    paper_range = (-51.2, -51.2, -3.0, 51.2, 51.2, 1.0)
+    voxel_size = 0.05
+    vox = voxelize(points, torch.tensor([points.shape[0]]), voxel_size, paper_range,
+                   grid_shape(paper_range, voxel_size, multiple=16))
+    inside = vox.in_range
+    lo = torch.tensor(paper_range[:3])
+    cells = torch.floor((points[inside, :3] - lo) / voxel_size).long()
+    assert vox.indices.shape[0] >= torch.unique(cells, dim=0).shape[0]
+    assigned = vox.indices[vox.point_to_voxel[inside]][:, 1:].flip(1).long()
+    assert torch.equal(assigned, cells)
+    assert vox.point_features[:, 1:].abs().max() <= 0.5
+    assert 0.5 < inside.float().mean() < 1.0  # a real scan reaches past the paper's range
