@@ -123,6 +123,22 @@ class ResizeImage:
         return sample
 
 
+class ResizeToCover:
+    """Resize, keeping the aspect ratio, to the smallest size that covers (height, width)
+    (both sides at least the target), ready for a crop to exactly (height, width)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        if height < 1 or width < 1:
+            raise ValueError(f"cover target must be positive, got ({height}, {width})")
+        self.height, self.width = int(height), int(width)
+
+    def __call__(self, sample: Sample) -> Sample:
+        h, w = _image(sample).shape[:2]
+        scale = max(self.height / h, self.width / w)
+        size = (max(self.height, round(h * scale)), max(self.width, round(w * scale)))
+        return ResizeImage(*size)(sample)
+
+
 def _crop(sample: Sample, x0: int, y0: int, height: int, width: int) -> Sample:
     image = _image(sample)
     sample["image"] = np.ascontiguousarray(image[y0 : y0 + height, x0 : x0 + width])

@@ -14,6 +14,7 @@ from nclr_core.data.transforms import (
     RandomCrop,
     RandomHorizontalFlip,
     ResizeImage,
+    ResizeToCover,
     SubsamplePoints,
     sample_rng,
 )
@@ -59,6 +60,23 @@ def test_resize_keeps_aspect_when_width_is_omitted() -> None:
     sample = {"image": np.zeros((375, 1242, 3), dtype=np.uint8), "K": K0.copy()}
     out = ResizeImage(160)(sample)
     assert out["image"].shape == (160, 530, 3) and out["image"].dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("hw", "target", "expected"),
+    [
+        ((375, 1242), (160, 512), (160, 530)),  # KITTI
+        ((900, 1600), (160, 320), (180, 320)),  # nuScenes: height 160 alone is too narrow
+        ((80, 320), (160, 512), (160, 640)),
+    ],
+)
+def test_resize_to_cover_fits_the_crop(
+    hw: tuple[int, int], target: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    sample = {"image": np.zeros((*hw, 3), dtype=np.uint8), "K": K0.copy()}
+    out = ResizeToCover(*target)(sample)
+    assert out["image"].shape[:2] == expected
+    assert CenterCrop(*target)(out)["image"].shape[:2] == target
 
 
 def test_crops_update_k() -> None:
