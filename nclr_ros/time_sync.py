@@ -13,11 +13,13 @@ optimal pair; an online calibrator wants the newest pair now. Policy:
 - Each queue holds at most `queue_size` messages; the oldest is dropped when it overflows.
 
 Every received message ends up paired, dropped or still queued, and the counters say which:
-`received_* == paired + dropped_* + queued_*` for each stream.
+`received_* == paired + dropped_* + queued_*` for each stream (see `counters`). All methods
+are thread-safe (image and cloud callbacks may run on different executor threads).
 """
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +42,15 @@ class Pair:
 
 @dataclass
 class SyncCounters:
-    """Running counts for diagnostics."""
+    """Running counts for diagnostics; received_* == paired + dropped_* + queued_*."""
 
     received_images: int = 0
     received_clouds: int = 0
     paired: int = 0
     dropped_images: int = 0
     dropped_clouds: int = 0
+    queued_images: int = 0
+    queued_clouds: int = 0
     clock_resets: int = 0
 
 
@@ -84,10 +88,12 @@ class ApproximateTimePairer:
         self._paired = 0
         self._clock_resets = 0
         self._last_unpaired_offset: float | None = None
+        self._lock = threading.Lock()
 
     def push_image(self, stamp: float, item: Any) -> Pair | None:
         """Add an image stamped `stamp` seconds; returns the pair it forms, if any."""
-        found = self._push(self._images, self._clouds, stamp, item)
+        with self._lock:
+            found = self._push(self._images, self._clouds, stamp, item)
         if found is None:
             return None
         (image_stamp, image), (cloud_stamp, cloud) = found
@@ -95,7 +101,8 @@ class ApproximateTimePairer:
 
     def push_cloud(self, stamp: float, item: Any) -> Pair | None:
         """Add a cloud stamped `stamp` seconds; returns the pair it forms, if any."""
-        found = self._push(self._clouds, self._images, stamp, item)
+        with self._lock:
+            found = self._push(self._clouds, self._images, stamp, item)
         if found is None:
             return None
         (cloud_stamp, cloud), (image_stamp, image) = found
@@ -103,23 +110,18 @@ class ApproximateTimePairer:
 
     @property
     def counters(self) -> SyncCounters:
-        """A snapshot of the counters."""
-        return SyncCounters(
-            received_images=self._images.received,
-            received_clouds=self._clouds.received,
-            paired=self._paired,
-            dropped_images=self._images.dropped,
-            dropped_clouds=self._clouds.dropped,
-            clock_resets=self._clock_resets,
-        )
-
-    @property
-    def queued_images(self) -> int:
-        return len(self._images.queue)
-
-    @property
-    def queued_clouds(self) -> int:
-        return len(self._clouds.queue)
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            return SyncCounters(
+                received_images=self._images.received,
+                received_clouds=self._clouds.received,
+                paired=self._paired,
+                dropped_images=self._images.dropped,
+                dropped_clouds=self._clouds.dropped,
+                queued_images=len(self._images.queue),
+                queued_clouds=len(self._clouds.queue),
+                clock_resets=self._clock_resets,
+            )
 
     @property
     def last_unpaired_offset(self) -> float | None:
@@ -130,6 +132,10 @@ class ApproximateTimePairer:
 
     def reset(self) -> None:
         """Forget queued messages (dropped) and the last paired stamps; counters are kept."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         for stream in (self._images, self._clouds):
             stream.dropped += len(stream.queue)
             stream.queue.clear()
@@ -146,7 +152,7 @@ class ApproximateTimePairer:
         if own.last_paired is not None and stamp <= own.last_paired:
             if own.last_paired - stamp > self.reset_after_backwards_s:
                 self._clock_resets += 1
-                self.reset()
+                self._reset()
             else:
                 own.dropped += 1
                 return None

@@ -1,4 +1,6 @@
 """Approximate-time pairing: newest pair wins, drops are counted, offsets are reported."""
+import threading
+
 import pytest
 
 from nclr_ros.time_sync import ApproximateTimePairer
@@ -6,8 +8,8 @@ from nclr_ros.time_sync import ApproximateTimePairer
 
 def _check_accounting(sync):
     c = sync.counters
-    assert c.received_images == c.paired + c.dropped_images + sync.queued_images
-    assert c.received_clouds == c.paired + c.dropped_clouds + sync.queued_clouds
+    assert c.received_images == c.paired + c.dropped_images + c.queued_images
+    assert c.received_clouds == c.paired + c.dropped_clouds + c.queued_clouds
 
 
 def test_pairs_within_slop_and_reports_offset_when_nothing_pairs():
@@ -36,7 +38,7 @@ def test_newest_pair_is_preferred_and_older_messages_dropped():
     assert (pair.image, pair.cloud) == ("img2", "pc2")
     c = sync.counters
     assert c.dropped_images == 2  # img0 and img1 can only form older pairs
-    assert sync.queued_images == 1  # img3 is newer and waits for its cloud
+    assert sync.counters.queued_images == 1  # img3 is newer and waits for its cloud
     # A late cloud older than the last pair is dropped, not paired with an older image.
     assert sync.push_cloud(0.09, "pc1_late") is None
     assert sync.counters.dropped_clouds == 1
@@ -59,7 +61,7 @@ def test_queue_overflow_drops_oldest():
     sync = ApproximateTimePairer(slop=0.01, queue_size=3)
     for k in range(5):
         sync.push_image(float(k), k)
-    assert sync.queued_images == 3
+    assert sync.counters.queued_images == 3
     assert sync.counters.dropped_images == 2
     assert sync.push_cloud(1.0, "old") is None  # image 1 was dropped by the overflow
     pair = sync.push_cloud(4.0, "new")
@@ -73,7 +75,7 @@ def test_out_of_order_arrival_keeps_newer_messages():
     sync.push_image(1.0, "older")
     pair = sync.push_cloud(1.0, "pc")
     assert pair.image == "older"
-    assert sync.queued_images == 1  # the image at 2.0 is newer and still waits
+    assert sync.counters.queued_images == 1  # the image at 2.0 is newer and still waits
     assert sync.push_cloud(2.0, "pc2").image == "late_newer"
     _check_accounting(sync)
 
@@ -97,3 +99,27 @@ def test_invalid_arguments():
         ApproximateTimePairer(slop=0.1, queue_size=0)
     with pytest.raises(ValueError, match="finite"):
         ApproximateTimePairer(slop=0.1).push_image(float("nan"), None)
+
+
+def test_concurrent_pushes_keep_counters_consistent():
+    sync = ApproximateTimePairer(slop=0.004, queue_size=4)
+    n = 2000
+    pairs = []
+
+    def feed(push, jitter):
+        for k in range(n):
+            pair = push(k * 0.01 + jitter, k)
+            if pair is not None:
+                pairs.append(pair)
+
+    threads = [threading.Thread(target=feed, args=(sync.push_image, 0.0)),
+               threading.Thread(target=feed, args=(sync.push_cloud, 0.003))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    c = sync.counters
+    assert c.received_images == c.received_clouds == n
+    assert c.paired == len(pairs) > 0
+    assert all(abs(p.offset) <= 0.004 for p in pairs)
+    _check_accounting(sync)
