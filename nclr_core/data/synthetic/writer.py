@@ -95,7 +95,7 @@ def overlay_image(sequence: SyntheticSequence, frame: SyntheticFrame) -> np.ndar
     depth = proj.depth[sel]
     level = np.clip(255.0 * np.log(depth / 2.0) / np.log(60.0 / 2.0), 0, 255).astype(np.uint8)
     colors = cv2.applyColorMap(level[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
-    radius = max(1, round(cam.width / 800))
+    radius = max(1, round(cam.width / 1242))
     for (u, v), c in zip(proj.pixels()[sel], colors, strict=True):
         cv2.circle(image, (int(u), int(v)), radius, tuple(int(x) for x in c), -1)
     return image
