@@ -40,16 +40,17 @@ __all__ = [
     "xyz_fields_to_pointcloud2",
 ]
 
-# rational_polynomial's coefficients are k1 k2 p1 p2 k3 k4 k5 k6; with k4..k6 zero it is
-# exactly plumb_bob (k1 k2 p1 p2 k3).
-_PLUMB_BOB_COUNT = 5
+# Coefficients per model: plumb_bob k1 k2 p1 p2 k3, equidistant k1 k2 k3 k4.
+# rational_polynomial's are k1 k2 p1 p2 k3 k4 k5 k6; with k4..k6 zero it is exactly plumb_bob.
+_COEFFICIENTS = {"plumb_bob": 5, "equidistant": 4}
 
 
 def camera_info_to_camera(msg: CameraInfo) -> CameraModel:
     """CameraModel (K, width, height, distortion, D) of the raw (unrectified) image.
 
     distortion_model: "plumb_bob" and "equidistant" map to themselves, "rational_polynomial"
-    to plumb_bob when k4..k6 are zero, and an empty model with zero (or no) D to "none".
+    to plumb_bob when k4..k6 are zero, and an empty model with zero (or no) D to "none";
+    zero coefficients padded beyond a model's count are dropped.
     Raises ValueError for an uncalibrated camera (K all zero), another distortion model,
     binning or a region of interest (K would not describe the published image).
     """
@@ -72,22 +73,30 @@ def camera_info_to_camera(msg: CameraInfo) -> CameraModel:
     D = np.asarray(msg.d, dtype=np.float64)
     model = msg.distortion_model
     if model == "rational_polynomial":
-        if np.any(D[_PLUMB_BOB_COUNT:]):
+        if np.any(D[_COEFFICIENTS["plumb_bob"]:]):
             raise ValueError(
                 f"CameraInfo rational_polynomial with non-zero k4..k6 {D[5:].tolist()} is not "
                 f"supported (plumb_bob and equidistant are)"
             )
-        model, D = "plumb_bob", D[:_PLUMB_BOB_COUNT]
+        model = "plumb_bob"
     elif model in ("", "none"):
         if np.any(D):
             raise ValueError(
                 f"CameraInfo has distortion coefficients {D.tolist()} but no distortion model"
             )
         model = "none"
-    elif model not in ("plumb_bob", "equidistant"):
+    elif model not in _COEFFICIENTS:
         raise ValueError(
             f"CameraInfo distortion model '{model}' is not supported "
             f"(plumb_bob, equidistant, rational_polynomial with k4..k6 = 0, or none)"
         )
+    if model != "none":
+        count = _COEFFICIENTS[model]
+        if np.any(D[count:]):
+            raise ValueError(
+                f"CameraInfo {msg.distortion_model} has {len(D)} coefficients; {model} takes "
+                f"{count} (extra ones may only be zero), got {D.tolist()}"
+            )
+        D = D[:count]
     return CameraModel(K=K, width=int(msg.width), height=int(msg.height), distortion=model,
                        D=D if model != "none" else np.zeros(0))

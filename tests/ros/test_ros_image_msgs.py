@@ -134,6 +134,7 @@ def _camera_info(model, d, k=(500.0, 0.0, 320.0, 0.0, 510.0, 240.0, 0.0, 0.0, 1.
         ("rational_polynomial", [0.1, 0.2, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0], "plumb_bob",
          [0.1, 0.2, 0.0, 0.0, 0.3]),
         ("", [], "none", []),
+        ("equidistant", [0.01, 0.02, 0.03, 0.04, 0.0], "equidistant", [0.01, 0.02, 0.03, 0.04]),
     ],
 )
 def test_camera_info_to_camera(model, d, expected_model, expected_d):
@@ -150,6 +151,8 @@ def test_camera_info_rejections():
         camera_info_to_camera(_camera_info("kannala", [0.1]))
     with pytest.raises(ValueError, match="non-zero k4..k6"):
         camera_info_to_camera(_camera_info("rational_polynomial", [0, 0, 0, 0, 0, 0.1, 0, 0]))
+    with pytest.raises(ValueError, match="plumb_bob has 6 coefficients"):
+        camera_info_to_camera(_camera_info("plumb_bob", [0, 0, 0, 0, 0, 0.2]))
     binned = _camera_info("plumb_bob", [0] * 5)
     binned.binning_x = 2
     with pytest.raises(ValueError, match="binning"):
