@@ -25,6 +25,7 @@ values and gradients; they are reported through `valid`, never by NaN.
 
 from __future__ import annotations
 
+import math
 from itertools import combinations
 from typing import NamedTuple
 
@@ -437,3 +438,146 @@ def solve_epnp(x3d: Tensor, x2d: Tensor, K: Tensor, weights: Tensor | None = Non
     t = torch.where(valid[:, None], t, torch.zeros_like(t))
     err = torch.nan_to_num(err, nan=0.0, posinf=0.0)
     return EPnPResult(R.to(out_dtype), t.to(out_dtype), valid, err.to(out_dtype))
+
+
+class PnPRansacResult(NamedTuple):
+    """Robust single-problem pose estimate (float64 tensors).
+
+    R: (3, 3) rotation, object frame -> camera frame (identity when not valid).
+    t: (3,) translation in metres (zero when not valid).
+    inliers: (N,) bool, points within the threshold under the final pose (weight > 0 only).
+    valid: () bool: a consensus of at least `sample_size` points and a valid final solve.
+    reproj_error: () weighted RMS reprojection error over the inliers, in pixels.
+    """
+
+    R: Tensor
+    t: Tensor
+    inliers: Tensor
+    valid: Tensor
+    reproj_error: Tensor
+
+
+_HYPOTHESIS_REFINE_STEPS = 2  # Gauss–Newton steps on each minimal-sample hypothesis
+_CONSENSUS_ROUNDS = 2  # re-fit on the inliers, re-select the inliers, this many times
+
+
+def _inlier_mask(X: Tensor, x2d: Tensor, K: Tensor, R: Tensor, t: Tensor, usable: Tensor,
+                 threshold_px: float) -> Tensor:
+    """(..., N) bool: usable points in front of the camera within threshold_px of x2d.
+
+    X (N, 3), x2d (N, 2), K (3, 3), R (..., 3, 3), t (..., 3), usable (N,).
+    """
+    _, uv, depth = _project(X, R, t, K)
+    return (((uv - x2d) ** 2).sum(-1) < threshold_px**2) & (depth > 0) & usable
+
+
+def _required_iterations(inlier_ratio: float, sample_size: int, confidence: float) -> float:
+    """Samples needed to draw one all-inlier sample with the given confidence."""
+    p_good = inlier_ratio**sample_size
+    if p_good >= 1.0:
+        return 0.0
+    if p_good <= 0.0:
+        return float("inf")
+    return math.log(1.0 - confidence) / math.log1p(-p_good)
+
+
+def solve_pnp_ransac(
+    x3d: Tensor,
+    x2d: Tensor,
+    K: Tensor,
+    weights: Tensor | None = None,
+    reproj_threshold_px: float = 8.0,
+    iterations: int = 1000,
+    confidence: float = 0.999,
+    seed: int = 0,
+    sample_size: int = 5,
+    batch_size: int = 128,
+    refine_steps: int = 10,
+) -> PnPRansacResult:
+    """Robust PnP for inference: RANSAC over batched minimal EPnP solves, then a weighted
+    EPnP + Gauss–Newton re-fit on the inliers. Not differentiable.
+
+    Args:
+        x3d: (N, 3) object-frame points (tensor or array); x2d: (N, 2) pixels; K: (3, 3).
+        weights: (N,) non-negative match weights, or None for all ones. Samples are drawn
+            with probability proportional to the weight, hypotheses are scored by the summed
+            weight of their inliers, and the re-fit is weighted; weight-0 points are ignored.
+        reproj_threshold_px: inlier threshold on the reprojection distance in pixels.
+        iterations: the most hypotheses drawn; fewer once `confidence` is reached (the
+            standard adaptive stop, using the best inlier ratio so far).
+        confidence: probability of having drawn at least one all-inlier sample.
+        seed: seed of the sampler; the result is deterministic for a given seed.
+        sample_size: points per hypothesis (at least 4; 5 by default: a 2-D EPnP null space).
+        batch_size: hypotheses solved together in one batched `solve_epnp` call.
+        refine_steps: Gauss–Newton steps of the weighted re-fit on the inliers.
+    """
+    X = torch.as_tensor(x3d).to(torch.float64)
+    uv = torch.as_tensor(x2d).to(torch.float64)
+    Kd = torch.as_tensor(K).to(torch.float64)
+    if X.ndim != 2 or X.shape[-1] != 3:
+        raise ValueError(f"solve_pnp_ransac: x3d must be (N, 3), got {tuple(X.shape)}")
+    N = X.shape[0]
+    if tuple(uv.shape) != (N, 2):
+        raise ValueError(f"solve_pnp_ransac: x2d must be ({N}, 2), got {tuple(uv.shape)}")
+    if tuple(Kd.shape) != (3, 3):
+        raise ValueError(f"solve_pnp_ransac: K must be (3, 3), got {tuple(Kd.shape)}")
+    w = torch.ones(N, dtype=torch.float64) if weights is None else (
+        torch.as_tensor(weights).to(torch.float64))
+    if tuple(w.shape) != (N,):
+        raise ValueError(f"solve_pnp_ransac: weights must be ({N},), got {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError("solve_pnp_ransac: weights must be non-negative")
+    if sample_size < _MIN_POINTS:
+        raise ValueError(f"solve_pnp_ransac: sample_size must be >= {_MIN_POINTS}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"solve_pnp_ransac: confidence must be in (0, 1), got {confidence}")
+
+    with torch.no_grad():
+        usable = (w > 0) & torch.isfinite(X).all(-1) & torch.isfinite(uv).all(-1)
+        w = torch.where(usable, w, torch.zeros_like(w))
+        X = torch.where(usable[:, None], X, torch.zeros_like(X))
+        uv = torch.where(usable[:, None], uv, torch.zeros_like(uv))
+        n_usable = int(usable.sum())
+        R = torch.eye(3, dtype=torch.float64)
+        t = torch.zeros(3, dtype=torch.float64)
+        inliers = torch.zeros(N, dtype=torch.bool)
+        if n_usable < sample_size:
+            return PnPRansacResult(R, t, inliers, torch.tensor(False), torch.tensor(0.0))
+
+        generator = torch.Generator().manual_seed(seed)
+        best_score = 0.0
+        drawn, needed = 0, float(iterations)
+        while drawn < min(needed, iterations):
+            h = min(batch_size, iterations - drawn)
+            idx = torch.multinomial(w.expand(h, N), sample_size, replacement=False,
+                                    generator=generator)
+            hyp = solve_epnp(X[idx], uv[idx], Kd.expand(h, 3, 3),
+                             refine_steps=_HYPOTHESIS_REFINE_STEPS)
+            hyp_inliers = _inlier_mask(X, uv, Kd, hyp.R, hyp.t, usable, reproj_threshold_px)
+            hyp_inliers &= hyp.valid.unsqueeze(-1)
+            scores = (hyp_inliers * w).sum(-1)
+            top = int(scores.argmax())
+            if float(scores[top]) > best_score:
+                best_score = float(scores[top])
+                R, t, inliers = hyp.R[top], hyp.t[top], hyp_inliers[top]
+                ratio = int(inliers.sum()) / n_usable
+                needed = _required_iterations(ratio, sample_size, confidence)
+            drawn += h
+
+        valid = bool(inliers.sum() >= sample_size)
+        for _ in range(_CONSENSUS_ROUNDS if valid else 0):
+            fit = solve_epnp(X[None], uv[None], Kd[None], (w * inliers)[None], refine_steps)
+            if not bool(fit.valid[0]):
+                break
+            fit_inliers = _inlier_mask(X, uv, Kd, fit.R[0], fit.t[0], usable,
+                                       reproj_threshold_px)
+            if int(fit_inliers.sum()) < sample_size:
+                break
+            R, t, inliers = fit.R[0], fit.t[0], fit_inliers
+        valid = bool(inliers.sum() >= sample_size)
+        _, uv_f, _ = _project(X, R, t, Kd)
+        w_in = w * inliers
+        error = _weighted_rms(uv_f, uv, w_in / w_in.sum().clamp_min(_TINY))
+        if not valid:
+            R, t = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        return PnPRansacResult(R, t, inliers, torch.tensor(valid), error)
