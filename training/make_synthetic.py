@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beams", type=int, choices=(64, 32, 16), default=64, help="LiDAR preset")
     p.add_argument("--width", type=int, default=1242, help="image width (pixels)")
     p.add_argument("--height", type=int, default=375, help="image height (pixels)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete existing sequences/NN folders that this run writes")
     p.add_argument("--jitter-deg", type=float, default=0.0,
                    help="per-sequence extrinsic rotation jitter (std, degrees)")
     p.add_argument("--jitter-m", type=float, default=0.0,
@@ -46,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
             extrinsic_jitter_rad=math.radians(args.jitter_deg),
             extrinsic_jitter_m=args.jitter_m,
         )
-        write_dataset(args.out, args.sequences, args.frames, args.seed, config, args.preview)
-    except ValueError as err:
+        write_dataset(args.out, args.sequences, args.frames, args.seed, config, args.preview,
+                      args.overwrite)
+    except (ValueError, FileExistsError) as err:
         raise SystemExit(f"make_synthetic: {err}") from err
     return 0
 

@@ -121,6 +121,10 @@ def test_class_histogram_is_plausible(full_frame):
     assert hist.get(VEGETATION, 0) > 0.005 * n
     assert hist.get(CAR, 0) + hist.get(MOVING_ID[CAR], 0) > 0.01 * n
     assert 0 not in hist  # every LiDAR return hits a labelled surface
+    things = np.isin(frame.scan.semantic, [CAR, MOVING_ID[CAR]])
+    assert (frame.scan.instance[things] > 0).all()
+    assert (frame.scan.instance[frame.scan.semantic == ROAD] == 0).all()
+    assert np.unique(frame.scan.instance[things]).size >= 3
     intensity = frame.scan.points[:, 3]
     assert intensity.min() >= 0.0 and intensity.max() <= 1.0 and intensity.std() > 0.05
 
@@ -187,3 +191,13 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         SyntheticSequence(0, 0, 1, SyntheticConfig(width=1, height=10))
     with pytest.raises(ValueError, match="num_sequences must be in 1..100"):
         write_dataset(tmp_path, 0, 1, seed=0)
+
+
+def test_existing_sequence_is_kept_unless_overwrite(tmp_path):
+    config = SyntheticConfig(width=32, height=16, beams=16)
+    write_dataset(tmp_path, 1, 2, seed=0, config=config)
+    with pytest.raises(FileExistsError, match="sequence folder exists"):
+        write_dataset(tmp_path, 1, 1, seed=0, config=config)
+    write_dataset(tmp_path, 1, 1, seed=0, config=config, overwrite=True)
+    scans = sorted((tmp_path / "sequences" / "00" / "velodyne").iterdir())
+    assert [p.name for p in scans] == ["000000.bin"]

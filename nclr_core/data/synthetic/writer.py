@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -193,12 +194,24 @@ def write_dataset(
     seed: int,
     config: SyntheticConfig | None = None,
     preview: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write sequences 00.. of the data set for `seed` under `out` and its metrics.json."""
+    """Write sequences 00.. of the data set for `seed` under `out` and its metrics.json.
+
+    An existing non-empty sequence folder raises `FileExistsError` (stale frames of an older,
+    longer run would otherwise stay beside the new ones), unless `overwrite` deletes it first.
+    """
     if num_sequences < 1 or num_sequences > 100:
         raise ValueError(f"num_sequences must be in 1..100, got {num_sequences}")
     config = config or SyntheticConfig()
     out = Path(out)
+    for s in range(num_sequences):
+        seq_dir = out / "sequences" / f"{s:02d}"
+        if seq_dir.is_dir() and any(seq_dir.iterdir()):
+            if not overwrite:
+                raise FileExistsError(f"{seq_dir}: sequence folder exists and is not empty "
+                                      "(choose another output or overwrite it)")
+            shutil.rmtree(seq_dir)
     stats = {}
     for s in range(num_sequences):
         sequence = SyntheticSequence(seed, s, num_frames, config)
