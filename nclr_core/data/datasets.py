@@ -1,0 +1,102 @@
+"""Readers by name, and datasets that turn reader samples into training pairs."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from nclr_core.data.kitti import KittiObjectDataset
+from nclr_core.data.nuscenes import NuScenesDataset
+from nclr_core.data.pairs import PairSampler
+from nclr_core.data.semantickitti import SemanticKittiDataset
+from nclr_core.data.transforms import (
+    RNG_KEY,
+    CenterCrop,
+    Compose,
+    CropPointRange,
+    NormalizeImage,
+    RandomCrop,
+    RandomHorizontalFlip,
+    ResizeToCover,
+    Sample,
+    SubsamplePoints,
+    sample_rng,
+)
+from nclr_core.engine.pretrain_config import DataConfig
+
+
+class _Concat:
+    """Several readers seen as one (e.g. one kitti_object reader per split)."""
+
+    def __init__(self, readers: list[Any]) -> None:
+        self.readers = readers
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.readers)
+
+    def __getitem__(self, index: int) -> Sample:
+        for reader in self.readers:
+            if index < len(reader):
+                return reader[index]
+            index -= len(reader)
+        raise IndexError(index)
+
+
+def build_reader(cfg: DataConfig, split: list[str]) -> Any:
+    """The reader of `cfg.dataset` over `split` (see DataConfig for what a split names)."""
+    if cfg.dataset in ("synthetic", "semantickitti"):
+        return SemanticKittiDataset(cfg.root, sequences=tuple(split), camera=cfg.camera)
+    if cfg.dataset == "kitti_object":
+        return _Concat([KittiObjectDataset(cfg.root, split=s) for s in split])
+    if cfg.dataset == "nuscenes":
+        return NuScenesDataset(cfg.root, version=cfg.nuscenes_version, camera=cfg.camera,
+                               scenes=split)
+    raise ValueError(f"unknown dataset {cfg.dataset!r}")
+
+
+def pair_transform(cfg: DataConfig, train: bool) -> Compose:
+    """Crop/subsample points, fit the image to the network size, sample the pair, normalise."""
+    H, W = cfg.image_height, cfg.image_width
+    x0, y0, z0, x1, y1, z1 = cfg.point_range
+    steps = [CropPointRange((x0, x1), (y0, y1), (z0, z1)), SubsamplePoints(cfg.max_points),
+             ResizeToCover(H, W), RandomCrop(H, W) if train else CenterCrop(H, W)]
+    if train and cfg.flip_probability > 0:
+        steps.append(RandomHorizontalFlip(cfg.flip_probability))
+    steps += [PairSampler(math.radians(cfg.rotation_range_deg), cfg.translation_range_m,
+                          cfg.overlap_radius_cells), NormalizeImage()]
+    return Compose(steps)
+
+
+class PairDataset(Dataset):
+    """Reader samples through a transform, with randomness fixed by (seed, epoch, index)."""
+
+    def __init__(self, reader: Any, transform: Compose, seed: int,
+                 max_frames: int | None = None) -> None:
+        self.reader = reader
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.length = len(reader) if max_frames is None else min(len(reader), max_frames)
+        if self.length == 0:
+            raise ValueError("the dataset split holds no frames")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.reader[index]
+        sample[RNG_KEY] = sample_rng(self.seed, self.epoch, index)
+        sample = self.transform(sample)
+        sample.pop(RNG_KEY)
+        return sample
+
+
+def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
+    """Training pairs (random crops, fresh pairs each epoch) or fixed validation pairs."""
+    split = cfg.train_split if train else cfg.val_split
+    max_frames = None if train else cfg.val_max_frames
+    return PairDataset(build_reader(cfg, split), pair_transform(cfg, train), seed, max_frames)

@@ -1,0 +1,219 @@
+"""The pre-training loop (METHOD.md §6): AdamW, cosine schedule with linear warm-up, pose
+loss after a warm-up fraction, validation, `last`/`best` checkpoints, exact resume, DDP.
+
+Run layout: `<output_root>/<name>/<timestamp>/{config.yaml, train.log, tb/, checkpoints/,
+metrics.json}`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from nclr_core.atomic_write import write_text_atomic
+from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
+from nclr_core.data.collate import batch_to, collate_pairs
+from nclr_core.data.datasets import build_pair_dataset
+from nclr_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from nclr_core.engine.evaluation import evaluate_pretext
+from nclr_core.engine.pretrain_config import PretrainConfig
+from nclr_core.engine.run_dir import create_run_dir, setup_logging
+from nclr_core.models.calibration_net import CalibrationNet
+
+log = logging.getLogger("nclr.train")
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int):
+    """LR factor: linear 0 -> 1 over `warmup_steps`, then cosine 1 -> 0 at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+class _SkipSampler(Sampler):
+    """The first `skip` indices of an epoch left out: resume mid-epoch on the same order."""
+
+    def __init__(self, sampler: DistributedSampler, skip: int) -> None:
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        for position, index in enumerate(self.sampler):
+            if position >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+def build_model(cfg: PretrainConfig) -> CalibrationNet:
+    """CalibrationNet from the config's `model` section and `data.point_range`."""
+    if "point_range" in cfg.model:
+        raise ConfigError("model.point_range: set data.point_range instead (one value "
+                          "serves the point cropping and the voxel grid)")
+    try:
+        return CalibrationNet(**cfg.model, point_range=cfg.data.point_range)
+    except TypeError as err:
+        raise ConfigError(f"model: {err}") from err
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _loss_scalars(outputs: dict) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in outputs.items()
+            if k.startswith("loss") and torch.is_tensor(v) and v.dim() == 0}
+
+
+def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
+             checkpoint: dict | None = None) -> Path | None:
+    """Train CalibrationNet as `cfg` says; returns the run folder (rank 0) or None.
+
+    `resume` is a `checkpoints/last.pt` of an earlier run, which continues in its folder;
+    `checkpoint` is that file already loaded, if the caller has it.
+    """
+    dist = init_distributed(cfg.train.device)
+    if resume and checkpoint is None:
+        checkpoint = load_checkpoint(resume)
+    run_dir = Path(resume).resolve().parents[1] if resume else None
+    if dist.is_main and run_dir is None:
+        run_dir = create_run_dir(cfg.output_root, cfg.name)
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    setup_logging(run_dir / "train.log" if dist.is_main else None, dist.rank)
+    _seed_everything(cfg.seed + dist.rank)
+    try:
+        return _train(cfg, dist, run_dir, checkpoint)
+    finally:
+        barrier()
+
+
+def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
+           checkpoint: dict | None) -> Path | None:
+    device = dist.device
+    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
+    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=True)
+    batches_per_epoch = len(sampler) // cfg.train.batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} training frames are fewer than one batch of "
+                         f"{cfg.train.batch_size} per process ({dist.world_size} processes)")
+    total_steps = cfg.train.epochs * batches_per_epoch
+    stop_step = min(total_steps, cfg.train.max_steps or total_steps)
+    pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
+
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                  weight_decay=cfg.train.weight_decay)
+    warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  cosine_with_warmup(total_steps, warmup))
+    use_amp = cfg.train.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, best = 0, -math.inf
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        step, best = checkpoint["step"], checkpoint["best_score"]
+        torch.set_rng_state(checkpoint["torch_rng_state"])
+        log.info("resumed from step %d", step)
+    if dist.world_size > 1:
+        model = DistributedDataParallel(model, find_unused_parameters=True)
+
+    writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
+    log.info("%d training frames, %d steps per epoch, %d steps planned, stopping at %d, "
+             "pose loss from step %d", len(train_set), batches_per_epoch, total_steps,
+             stop_step, pose_start)
+    progress = tqdm(total=stop_step, initial=step, disable=not dist.is_main, desc="pretrain")
+    metrics: dict = {}
+    while step < stop_step:
+        epoch, skip = divmod(step, batches_per_epoch)
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=cfg.train.batch_size, drop_last=True,
+                            sampler=_SkipSampler(sampler, skip * cfg.train.batch_size),
+                            collate_fn=collate_pairs, num_workers=cfg.data.num_workers)
+        model.train()
+        for batch in loader:
+            batch = batch_to(batch, device)
+            with torch.autocast(device.type, enabled=use_amp):
+                outputs = model(batch, pose_loss_enabled=step >= pose_start)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(outputs["loss"]).backward()
+            if cfg.train.grad_clip_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            progress.update(1)
+            if step % cfg.train.log_every == 0 or step == stop_step:
+                scalars = all_reduce_mean(_loss_scalars(outputs), device)
+                if writer is not None:
+                    for key, value in scalars.items():
+                        writer.add_scalar(f"train/{key}", value, step)
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                log.info("step %d %s", step,
+                         " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())))
+            if step >= stop_step:
+                break
+        epoch_done = step % batches_per_epoch == 0
+        if dist.is_main:
+            if epoch_done and (step // batches_per_epoch) % cfg.train.val_every_epochs == 0:
+                metrics = evaluate_pretext(_unwrap(model), val_set, device,
+                                           cfg.train.batch_size)
+                for key, value in metrics.items():
+                    writer.add_scalar(f"val/{key}", value, step)
+                log.info("validation at step %d: %s", step, json.dumps(metrics))
+                if metrics["score"] > best:
+                    best = metrics["score"]
+                    _save(run_dir / "checkpoints" / "best.pt", cfg, model, optimizer,
+                          scheduler, scaler, step, best, metrics)
+            _save(run_dir / "checkpoints" / "last.pt", cfg, model, optimizer, scheduler,
+                  scaler, step, best, metrics)
+        barrier()
+    progress.close()
+    if dist.is_main:
+        write_text_atomic(run_dir / "metrics.json", json.dumps(
+            {"step": step, "best_score": best, "last_validation": metrics}, indent=2))
+        writer.close()
+        log.info("run folder: %s", run_dir)
+    return run_dir
+
+
+def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,
+          scaler, step: int, best: float, metrics: dict) -> None:
+    save_checkpoint(path, model=_unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), step=step,
+                    best_score=best, config=to_dict(cfg), metrics=dict(metrics),
+                    torch_rng_state=torch.get_rng_state())
+
+
+def config_from_checkpoint(checkpoint: dict, overrides: list[str]) -> PretrainConfig:
+    """The run's own config from a checkpoint, with `--set` overrides applied on top."""
+    return from_dict(PretrainConfig, apply_overrides(checkpoint["config"], overrides))
