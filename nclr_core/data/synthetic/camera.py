@@ -113,8 +113,9 @@ def render_camera(
     haze = 1.0 - np.exp(-hits.distance[idx] / lighting.haze_distance)
     radiance[idx] = lit * (1.0 - haze[:, None]) + haze[:, None] * np.array(lighting.sky_horizon)
 
-    srgb = np.clip(radiance, 0.0, 1.0) ** (1.0 / 2.2) * 255.0
-    srgb += rng.normal(0.0, noise_std, srgb.shape)
+    srgb = np.power(np.clip(radiance, 0.0, 1.0).astype(np.float32), np.float32(1.0 / 2.2))
+    srgb *= np.float32(255.0)
+    srgb += rng.standard_normal(srgb.shape, dtype=np.float32) * np.float32(noise_std)
     image = np.clip(np.rint(srgb), 0, 255).astype(np.uint8).reshape(H, W, 3)
     depth = (hits.distance * rays_cam[:, 2]).astype(np.float32).reshape(H, W)
     return CameraRender(
