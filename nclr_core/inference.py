@@ -1,0 +1,388 @@
+"""Calibrator: one image + one LiDAR cloud in, `T_cam_lidar`, overlap and quality out.
+
+What the ROS node and the offline tools call; NumPy in, NumPy out, never imports rclpy.
+
+Per frame (`Calibrator.calibrate`):
+1. the frame is fitted to the network as in training (`nclr_core.data.datasets`): points
+   inside the checkpoint's point range, at most `max_points` of them (a fixed-seed uniform
+   draw, so a frame always gives the same answer); the image resized to the network height
+   keeping its aspect so that it covers the network size, and centre-cropped, with K
+   following (`ResizeToCover`, `CenterCrop`);
+2. `CalibrationNet` predicts the point and image overlap and the soft matches;
+3. the matched pixels are mapped back to the input image through the inverse of the affine
+   pixel map that the resize and crop applied to K (`A = K_net K_in^-1`, exact);
+4. *(decision)* the network sees the raw (distorted) image, as delivered by the camera; the
+   matched raw pixels are undistorted with the camera model (`CameraModel.undistort_points`)
+   and the pose is solved by RANSAC-PnP with the input camera's K;
+5. with a prior `T_init` (METHOD.md §1, online calibration) an estimate farther from it than
+   the configured bounds is marked not valid.
+
+Points that are not fed to the network (outside the point range, or beyond `max_points`)
+get overlap score 0 and `point_used = False`. The image overlap mask is at the input size:
+255 where the predicted image overlap score exceeds the model's θ_i, else 0 (pixels cropped
+away before the network are 0).
+
+Aggregation over frames is `nclr_core.temporal_estimator.TemporalEstimator`; its owner (the
+node) feeds it the valid `CalibrationResult.T_cam_lidar`s.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from nclr_core.data.collate import batch_to, collate_pairs
+from nclr_core.data.transforms import CenterCrop, NormalizeImage, ResizeToCover
+from nclr_core.engine.checkpoint import load_checkpoint
+from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.epnp import solve_pnp_ransac
+from nclr_core.geometry.se3 import make_transform
+from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.models.feature_grid import pixel_to_cell
+
+MASK_ON = 255
+
+
+@dataclass(frozen=True)
+class NetworkInput:
+    """How a frame is fitted to the network (the checkpoint's `config["data"]`).
+
+    image_height, image_width: network image size, pixels.
+    max_points: cap on the points fed to the network.
+    point_range: (x_min, y_min, z_min, x_max, y_max, z_max), LiDAR frame, metres, inclusive.
+    """
+
+    image_height: int
+    image_width: int
+    max_points: int
+    point_range: tuple[float, float, float, float, float, float]
+
+    def __post_init__(self) -> None:
+        if min(self.image_height, self.image_width, self.max_points) < 1:
+            raise ValueError(f"network input sizes must be positive, got {self}")
+        if len(self.point_range) != 6:
+            raise ValueError(f"point_range must have 6 values, got {self.point_range}")
+        lo, hi = np.asarray(self.point_range[:3]), np.asarray(self.point_range[3:])
+        if np.any(lo > hi):
+            raise ValueError(f"point_range lower bounds exceed upper bounds: {self.point_range}")
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> NetworkInput:
+        """From a resolved pre-training config's `data` section."""
+        missing = [k for k in ("image_height", "image_width", "max_points", "point_range")
+                   if k not in data]
+        if missing:
+            raise ValueError(f"checkpoint config 'data' lacks {', '.join(missing)}")
+        return cls(int(data["image_height"]), int(data["image_width"]),
+                   int(data["max_points"]), tuple(float(v) for v in data["point_range"]))
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Robust pose solve and acceptance of one frame's estimate.
+
+    reprojection_threshold_px: RANSAC inlier threshold in input-image pixels.
+    ransac_iterations, ransac_confidence, seed: RANSAC budget, early-stop confidence, seed.
+    min_inliers: fewer RANSAC inliers -> not valid.
+    max_translation_m: sanity bound on |t| of T_cam_lidar (sensors on one vehicle), metres.
+    max_rotation_from_prior_deg, max_translation_from_prior_m: with a `T_init`, estimates
+        farther from it are not valid (None: no bound).
+    """
+
+    reprojection_threshold_px: float = 8.0
+    ransac_iterations: int = 1000
+    ransac_confidence: float = 0.999
+    min_inliers: int = 12
+    max_translation_m: float = 10.0
+    max_rotation_from_prior_deg: float | None = 15.0
+    max_translation_from_prior_m: float | None = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.reprojection_threshold_px > 0:
+            raise ValueError("reprojection_threshold_px must be positive")
+        if self.ransac_iterations < 1 or not 0 < self.ransac_confidence < 1:
+            raise ValueError("ransac_iterations must be >= 1 and ransac_confidence in (0, 1)")
+        if self.min_inliers < 4:
+            raise ValueError(f"min_inliers must be at least 4, got {self.min_inliers}")
+        if not self.max_translation_m > 0:
+            raise ValueError("max_translation_m must be positive")
+
+
+@dataclass(frozen=True)
+class CalibrationQuality:
+    """How much one frame's estimate can be trusted.
+
+    overlap_ratio: share of the network's points with S^P > θ_p.
+    num_points_used: points fed to the network; num_matches: soft matches solved on.
+    num_inliers: RANSAC inliers; reprojection_error_px: RMS over the inliers, input pixels.
+    rotation_from_prior_deg, translation_from_prior_m: distance to `T_init` (NaN without).
+    valid: the estimate passed every check; reason: why not ("" when valid).
+    """
+
+    overlap_ratio: float
+    num_points_used: int
+    num_matches: int
+    num_inliers: int
+    reprojection_error_px: float
+    rotation_from_prior_deg: float
+    translation_from_prior_m: float
+    valid: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The network's point-to-pixel matches of one frame (K of them).
+
+    point_index (K,) into the input points; points (K, 3) LiDAR frame, metres; pixels (K, 2)
+    raw input-image pixels (u, v); weights (K,); inliers (K,) bool (RANSAC).
+    """
+
+    point_index: np.ndarray
+    points: np.ndarray
+    pixels: np.ndarray
+    weights: np.ndarray
+    inliers: np.ndarray
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """One frame's calibration.
+
+    T_cam_lidar (4, 4) float64 (identity when the solve failed; check `quality.valid`);
+    point_overlap (N,) float32 S^P of the input points (0 where not used); point_used (N,)
+    bool; image_overlap_mask (H, W) uint8, 255 in the predicted overlap.
+    """
+
+    T_cam_lidar: np.ndarray
+    point_overlap: np.ndarray
+    point_used: np.ndarray
+    image_overlap_mask: np.ndarray
+    matches: Matches
+    quality: CalibrationQuality
+
+
+def _check_frame(image: np.ndarray, points: np.ndarray, camera: CameraModel) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[2] != 3:
+        raise ValueError(f"image must be uint8 (H, W, 3) RGB, got "
+                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
+    if (camera.height, camera.width) != image.shape[:2]:
+        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera model is "
+                         f"{camera.width}x{camera.height}")
+    if not isinstance(points, np.ndarray) or points.ndim != 2 or points.shape[1] != 4:
+        raise ValueError(f"points must be (N, 4) x y z intensity, got "
+                         f"{getattr(points, 'shape', type(points))}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("points contain NaN or infinite values (drop them first)")
+
+
+def _rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    cos = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
+    return math.degrees(math.acos(float(np.clip(cos, -1.0, 1.0))))
+
+
+class Calibrator:
+    """NCLR LiDAR-camera calibration of single frames (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: CalibrationNet,
+        network_input: NetworkInput,
+        settings: SolverSettings | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not model.use_overlap:
+            raise ValueError("the Calibrator needs a model with overlap detection "
+                             "(use_overlap=True)")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.network_input = network_input
+        self.settings = settings or SolverSettings()
+        self._normalize = NormalizeImage()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        settings: SolverSettings | None = None,
+    ) -> Calibrator:
+        """Load a pre-training checkpoint (`model` state dict + resolved `config`)."""
+        payload = load_checkpoint(path, map_location=device)
+        config = payload.get("config")
+        if not isinstance(config, dict) or "model" not in config or "data" not in config:
+            raise ValueError(f"{path}: checkpoint has no config with 'model' and 'data'")
+        if "model" not in payload:
+            raise ValueError(f"{path}: checkpoint has no 'model' state dict")
+        model = CalibrationNet(**config["model"])
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit the configured model: {err}") from err
+        try:
+            network_input = NetworkInput.from_config(config["data"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from err
+        return cls(model, network_input, settings, device)
+
+    # -- preprocessing --------------------------------------------------------------------
+    def _select_points(self, points: np.ndarray) -> np.ndarray:
+        """Indices (M,) of the input points fed to the network, ascending."""
+        bounds = np.asarray(self.network_input.point_range, dtype=points.dtype).reshape(2, 3)
+        xyz = points[:, :3]
+        keep = np.flatnonzero(np.all((xyz >= bounds[0]) & (xyz <= bounds[1]), axis=1))
+        if len(keep) > self.network_input.max_points:
+            rng = np.random.default_rng(self.settings.seed)
+            keep = np.sort(rng.choice(keep, size=self.network_input.max_points, replace=False))
+        return keep
+
+    def _fit_image(self, image: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised network image (3, h, w) and A (3, 3): network px = A @ input px."""
+        net_h, net_w = self.network_input.image_height, self.network_input.image_width
+        sample = {"image": image, "K": K}
+        sample = CenterCrop(net_h, net_w)(ResizeToCover(net_h, net_w)(sample))
+        A = sample["K"] @ np.linalg.inv(K)
+        return self._normalize(sample)["image"], A
+
+    def _mask_at_input(self, scores: np.ndarray, A: np.ndarray, hw: tuple[int, int]
+                       ) -> np.ndarray:
+        """(H, W) uint8 mask of the input image from stride-s cell scores (h, w)."""
+        height, width = hw
+        stride = self.model.stride
+        net_h, net_w = self.network_input.image_height, self.network_input.image_width
+        # A is a scale plus an offset per axis (resize then crop)
+        u_net = A[0, 0] * np.arange(width) + A[0, 2]
+        v_net = A[1, 1] * np.arange(height) + A[1, 2]
+        col = pixel_to_cell(np.stack((u_net, np.zeros_like(u_net)), 1), stride)[:, 0]
+        row = pixel_to_cell(np.stack((np.zeros_like(v_net), v_net), 1), stride)[:, 1]
+        map_x = np.broadcast_to(col.astype(np.float32)[None, :], (height, width))
+        map_y = np.broadcast_to(row.astype(np.float32)[:, None], (height, width))
+        sampled = cv2.remap(scores.astype(np.float32), np.ascontiguousarray(map_x),
+                            np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+        inside_u = (u_net >= -0.5) & (u_net < net_w - 0.5)
+        inside_v = (v_net >= -0.5) & (v_net < net_h - 0.5)
+        on = (sampled > self.model.image_threshold) & inside_v[:, None] & inside_u[None, :]
+        return np.where(on, MASK_ON, 0).astype(np.uint8)
+
+    # -- the frame ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def calibrate(
+        self,
+        image: np.ndarray,
+        points: np.ndarray,
+        camera: CameraModel,
+        T_init: np.ndarray | None = None,
+    ) -> CalibrationResult:
+        """Calibrate one frame.
+
+        Args:
+            image: (H, W, 3) uint8 RGB, raw (possibly distorted) as described by `camera`.
+            points: (N, 4) float32 x y z intensity, LiDAR frame, all finite.
+            camera: intrinsics, size (must match the image) and distortion.
+            T_init: optional (4, 4) prior T_cam_lidar; estimates beyond the settings' bounds
+                from it are not valid.
+        Raises:
+            ValueError: bad input, or no point inside the network's point range.
+        """
+        _check_frame(image, points, camera)
+        if T_init is not None:
+            T_init = np.asarray(T_init, dtype=np.float64)
+            if T_init.shape != (4, 4) or not np.all(np.isfinite(T_init)):
+                raise ValueError(f"T_init must be a finite (4, 4) transform, got {T_init.shape}")
+        n = len(points)
+        used = self._select_points(points)
+        if len(used) == 0:
+            raise ValueError(f"none of the {n} points lies inside the network's point range "
+                             f"{self.network_input.point_range}")
+        net_image, A = self._fit_image(image, camera.K)
+        sample = {"image": net_image, "points": points[used], "K": A @ camera.K}
+        out = self.model(batch_to(collate_pairs([sample]), self.device))
+
+        point_scores = out["point_scores"].float().cpu().numpy()
+        point_overlap = np.zeros(n, dtype=np.float32)
+        point_overlap[used] = point_scores
+        point_used = np.zeros(n, dtype=bool)
+        point_used[used] = True
+        mask = self._mask_at_input(out["image_scores"][0].float().cpu().numpy(), A,
+                                   image.shape[:2])
+
+        frame = out["matches"][0]
+        index = used[frame["point_index"].cpu().numpy()]
+        net_px = frame["pixels"].double().cpu().numpy()
+        homogeneous = np.concatenate((net_px, np.ones((len(net_px), 1))), 1)
+        pixels = (homogeneous @ np.linalg.inv(A).T)[:, :2]
+        weights = frame["weights"].double().cpu().numpy()
+        T, inliers, error, reason = self._solve(points[index, :3].astype(np.float64), pixels,
+                                                weights, camera)
+        rot_prior, trans_prior = math.nan, math.nan
+        if T_init is not None and not reason:
+            rot_prior = _rotation_angle_deg(T_init[:3, :3], T[:3, :3])
+            trans_prior = float(np.linalg.norm(T_init[:3, 3] - T[:3, 3]))
+            reason = self._prior_reason(rot_prior, trans_prior)
+        quality = CalibrationQuality(
+            overlap_ratio=float(np.mean(point_scores > self.model.point_threshold)),
+            num_points_used=len(used),
+            num_matches=len(index),
+            num_inliers=int(inliers.sum()),
+            reprojection_error_px=error,
+            rotation_from_prior_deg=rot_prior,
+            translation_from_prior_m=trans_prior,
+            valid=not reason,
+            reason=reason,
+        )
+        matches = Matches(index, points[index, :3].copy(), pixels, weights, inliers)
+        return CalibrationResult(T, point_overlap, point_used, mask, matches, quality)
+
+    def _solve(self, x3d: np.ndarray, pixels: np.ndarray, weights: np.ndarray,
+               camera: CameraModel) -> tuple[np.ndarray, np.ndarray, float, str]:
+        """RANSAC-PnP on undistorted matches: (T_cam_lidar, inliers (K,), RMS px, reason)."""
+        s = self.settings
+        x2d = camera.undistort_points(pixels) if camera.distortion != "none" else pixels
+        usable = np.all(np.isfinite(x2d), axis=1) & (weights > 0)
+        inliers = np.zeros(len(x3d), dtype=bool)
+        if usable.sum() < s.min_inliers:
+            return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches"
+        result = solve_pnp_ransac(
+            x3d[usable], x2d[usable], camera.K, weights=weights[usable],
+            reproj_threshold_px=s.reprojection_threshold_px, iterations=s.ransac_iterations,
+            confidence=s.ransac_confidence, seed=s.seed,
+        )
+        inliers[usable] = np.asarray(result.inliers, dtype=bool)
+        if not bool(result.valid):
+            return np.eye(4), inliers, math.nan, "RANSAC-PnP found no valid pose"
+        T = make_transform(np.asarray(result.R, dtype=np.float64),
+                           np.asarray(result.t, dtype=np.float64))
+        error = float(result.reproj_error)
+        count = int(inliers.sum())
+        distance = float(np.linalg.norm(T[:3, 3]))
+        if count < s.min_inliers:
+            reason = f"{count} RANSAC inliers, fewer than min_inliers={s.min_inliers}"
+        elif distance > s.max_translation_m:
+            reason = (f"translation {distance:.2f} m exceeds max_translation_m="
+                      f"{s.max_translation_m} m")
+        else:
+            reason = ""
+        return T, inliers, error, reason
+
+    def _prior_reason(self, rotation_deg: float, translation_m: float) -> str:
+        s = self.settings
+        if s.max_rotation_from_prior_deg is not None and \
+                rotation_deg > s.max_rotation_from_prior_deg:
+            return (f"rotation {rotation_deg:.2f} deg from the prior exceeds "
+                    f"{s.max_rotation_from_prior_deg} deg")
+        if s.max_translation_from_prior_m is not None and \
+                translation_m > s.max_translation_from_prior_m:
+            return (f"translation {translation_m:.3f} m from the prior exceeds "
+                    f"{s.max_translation_from_prior_m} m")
+        return ""
