@@ -194,16 +194,16 @@ def _control_points(c0: Tensor, D: Tensor, var: Tensor, axes: Tensor, n_cp: int
 
 
 def _weighted_mtm(alpha: Tensor, xn: Tensor, w: Tensor) -> Tensor:
-    """`MᵀWM` (B, 12, 12) of the EPnP system in normalised coordinates xn (B, N, 2)."""
+    """`MᵀWM` (B, 3k, 3k) of the EPnP system for alpha (B, N, k) barycentric coordinates,
+    normalised image coordinates xn (B, N, 2) and weights w (B, N)."""
     one = torch.ones_like(xn[..., 0])
     zero = torch.zeros_like(one)
     e_u = torch.stack((one, zero, -xn[..., 0]), -1)
     e_v = torch.stack((zero, one, -xn[..., 1]), -1)
-    rows_u = (alpha.unsqueeze(-1) * e_u.unsqueeze(-2)).flatten(-2)
-    rows_v = (alpha.unsqueeze(-1) * e_v.unsqueeze(-2)).flatten(-2)
-    return torch.einsum("bn,bnr,bns->brs", w, rows_u, rows_u) + torch.einsum(
-        "bn,bnr,bns->brs", w, rows_v, rows_v
-    )
+    e = torch.stack((e_u, e_v), -2)  # (B, N, 2, 3)
+    rows = (alpha[..., None, :, None] * e.unsqueeze(-2)).flatten(-2).flatten(1, 2)  # (B, 2N, 3k)
+    w_rows = rows * w.repeat_interleave(2, dim=1).unsqueeze(-1)
+    return w_rows.mT @ rows
 
 
 def _beta_candidates(gram: Tensor, rho: Tensor) -> Tensor:
@@ -332,9 +332,12 @@ def _gauss_newton(R: Tensor, t: Tensor, X: Tensor, x2d: Tensor, K: Tensor, w: Te
         z = depth.clamp_min(_MIN_DEPTH)[..., None, None]
         # d uv / d p = (K[:2] − uv ⊗ K[2]) / z ; d p / d δ = [−[p]×, I]
         J_p = (K[:, None, :2, :] - uv.unsqueeze(-1) * K[:, None, 2:3, :]) / z  # (B, N, 2, 3)
-        J = torch.cat((-J_p @ _skew(p), J_p), -1)  # (B, N, 2, 6)
-        H = torch.einsum("bn,bnki,bnkj->bij", w, J, J)
-        g = torch.einsum("bn,bnki,bnk->bi", w, J, uv - x2d)
+        # row a of J_p times −[p]× is p × a
+        J_rot = torch.linalg.cross(p.unsqueeze(-2).expand_as(J_p), J_p, dim=-1)
+        J = torch.cat((J_rot, J_p), -1).flatten(1, 2)  # (B, 2N, 6)
+        w_J = J * w.repeat_interleave(2, dim=1).unsqueeze(-1)
+        H = w_J.mT @ J
+        g = (w_J.mT @ (uv - x2d).flatten(1, 2).unsqueeze(-1)).squeeze(-1)
         diag = torch.diagonal(H, dim1=-2, dim2=-1).detach()
         H_damped = H + torch.diag_embed(damping.unsqueeze(-1) * diag + _TINY)
         delta = -torch.linalg.solve(H_damped, g.unsqueeze(-1)).squeeze(-1)
