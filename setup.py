@@ -23,5 +23,8 @@ setup(
     "with online LiDAR-camera calibration nodes.",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "nclr-bag = nclr_ros.bag_cli:main",
+        "calibration_node = nclr_ros.calibration_node:main",
+    ]},
 )
