@@ -21,3 +21,11 @@ def test_failure_mid_write_keeps_old_file(tmp_path):
         raise RuntimeError("writer crashed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    target = tmp_path / "atomic.txt"
+    write_text_atomic(target, "x")
+    assert target.stat().st_mode == reference.stat().st_mode
