@@ -10,9 +10,11 @@ Solves for the pose `(R, t)` that maps object points into the camera frame,
 3. β candidates for one, two and three null-space vectors from the control-point distance
    constraints, each refined by Gauss–Newton on the four β's (as in the paper);
 4. for each candidate: the depth sign fix, then `R, t` by weighted absolute orientation
-   (Horn's quaternion form: always a proper rotation, det = +1); the candidate with the
-   least weighted reprojection error is kept;
-5. `refine_steps` unrolled Levenberg–Marquardt-damped Gauss–Newton steps on the pose
+   (Horn's quaternion form: always a proper rotation, det = +1);
+5. the paper's planar variant (three control points on the two largest axes, `2N × 9`,
+   β candidates for one and two vectors) runs alongside; of all candidates, the one with the
+   least weighted reprojection error is kept, so (near-)coplanar points need no threshold;
+6. `refine_steps` unrolled Levenberg–Marquardt-damped Gauss–Newton steps on the pose
    (left se(3) increments) minimising the weighted reprojection error in pixels.
 
 Everything is computed in float64 and is differentiable. `torch.linalg.eigh` has an unstable
@@ -46,14 +48,13 @@ _LM_FACTOR = 10.0  # damping divided on an accepted step, multiplied on a reject
 _ACCEPT_SLACK = 1e-9  # relative cost increase still accepted (rounding noise at convergence)
 
 
-
 class EPnPResult(NamedTuple):
     """Batched pose estimate; tensors are in the dtype of `x3d`.
 
     R: (B, 3, 3) rotation, object frame -> camera frame (identity where not valid).
     t: (B, 3) translation in metres (zero where not valid).
-    valid: (B,) bool: at least four points with weight > 0, neither collinear nor coplanar,
-        finite result, and every point with weight > 0 in front of the camera.
+    valid: (B,) bool: at least four points with weight > 0, not collinear, a finite result,
+        and every point with weight > 0 in front of the camera.
     reproj_error: (B,) weighted RMS reprojection error in pixels,
         `sqrt(Σ wᵢ ‖π(K(R xᵢ + t)) − uᵢ‖² / Σ wᵢ)`.
     """
@@ -392,7 +393,7 @@ def solve_epnp(x3d: Tensor, x2d: Tensor, K: Tensor, weights: Tensor | None = Non
         x2d: (B, N, 2) their pixels (u = column, v = row).
         K: (B, 3, 3) camera intrinsics.
         weights: (B, N) non-negative per-point weights; None means all ones. Points with
-            weight 0 have no influence at all.
+            weight 0, or with a non-finite coordinate, have no influence at all.
         refine_steps: unrolled Gauss–Newton steps on the pose after the closed form.
 
     Returns:
@@ -408,6 +409,11 @@ def solve_epnp(x3d: Tensor, x2d: Tensor, K: Tensor, weights: Tensor | None = Non
     uv = x2d.to(torch.float64)
     Kd = K.to(torch.float64)
     w = torch.ones_like(X[..., 0]) if weights is None else weights.to(torch.float64)
+    # A point with a non-finite coordinate is ignored, as if its weight were zero.
+    finite = torch.isfinite(X).all(-1) & torch.isfinite(uv).all(-1) & torch.isfinite(w)
+    X = torch.where(finite.unsqueeze(-1), X, torch.zeros_like(X))
+    uv = torch.where(finite.unsqueeze(-1), uv, torch.zeros_like(uv))
+    w = torch.where(finite, w, torch.zeros_like(w))
     w_sum = w.sum(-1, keepdim=True)
     wn = w / w_sum.clamp_min(_TINY)
 
@@ -498,7 +504,8 @@ def solve_pnp_ransac(
     refine_steps: int = 10,
 ) -> PnPRansacResult:
     """Robust PnP for inference: RANSAC over batched minimal EPnP solves, then a weighted
-    EPnP + Gauss–Newton re-fit on the inliers. Not differentiable.
+    EPnP + Gauss–Newton re-fit on the inliers. Not differentiable; runs on the CPU and
+    returns CPU float64 tensors.
 
     Args:
         x3d: (N, 3) object-frame points (tensor or array); x2d: (N, 2) pixels; K: (3, 3).
@@ -514,9 +521,9 @@ def solve_pnp_ransac(
         batch_size: hypotheses solved together in one batched `solve_epnp` call.
         refine_steps: Gauss–Newton steps of the weighted re-fit on the inliers.
     """
-    X = torch.as_tensor(x3d).to(torch.float64)
-    uv = torch.as_tensor(x2d).to(torch.float64)
-    Kd = torch.as_tensor(K).to(torch.float64)
+    X = torch.as_tensor(x3d).detach().to("cpu", torch.float64)
+    uv = torch.as_tensor(x2d).detach().to("cpu", torch.float64)
+    Kd = torch.as_tensor(K).detach().to("cpu", torch.float64)
     if X.ndim != 2 or X.shape[-1] != 3:
         raise ValueError(f"solve_pnp_ransac: x3d must be (N, 3), got {tuple(X.shape)}")
     N = X.shape[0]
@@ -525,7 +532,7 @@ def solve_pnp_ransac(
     if tuple(Kd.shape) != (3, 3):
         raise ValueError(f"solve_pnp_ransac: K must be (3, 3), got {tuple(Kd.shape)}")
     w = torch.ones(N, dtype=torch.float64) if weights is None else (
-        torch.as_tensor(weights).to(torch.float64))
+        torch.as_tensor(weights).detach().to("cpu", torch.float64))
     if tuple(w.shape) != (N,):
         raise ValueError(f"solve_pnp_ransac: weights must be ({N},), got {tuple(w.shape)}")
     if bool((w < 0).any()):

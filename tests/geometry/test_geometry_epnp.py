@@ -215,6 +215,20 @@ def test_zero_weight_outliers_change_nothing() -> None:
     assert not torch.allclose(unmasked.t, clean.t, atol=1e-3)  # the outliers do matter
 
 
+def test_non_finite_points_are_ignored() -> None:
+    x3d, x2d, K, _, _ = _scene(2, 12, seed=14, noise_px=1.0)
+    broken_x3d, broken_x2d = x3d.clone().requires_grad_(), x2d.clone()
+    with torch.no_grad():
+        broken_x3d[0, 0, 1] = torch.nan
+    broken_x2d[1, 0, 0] = torch.inf
+    broken = solve_epnp(broken_x3d, broken_x2d, K)
+    clean = solve_epnp(x3d[:, 1:], x2d[:, 1:], K)
+    assert broken.valid.all()
+    assert torch.allclose(broken.R, clean.R, atol=1e-9)
+    broken.t.sum().backward()
+    assert torch.isfinite(broken_x3d.grad).all()
+
+
 def test_float32_inputs_give_float32_outputs() -> None:
     x3d, x2d, K, R, t = _scene(2, 20, seed=10)
     result = solve_epnp(x3d.float(), x2d.float(), K.float())
