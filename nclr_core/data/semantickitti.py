@@ -203,6 +203,11 @@ class SemanticKittiDataset:
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def frames(self) -> list[tuple[str, str]]:
+        """(sequence, frame_id) of every frame, in index order."""
+        return list(self._frames)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} frames")
