@@ -326,7 +326,7 @@ def _gauss_newton(R: Tensor, t: Tensor, X: Tensor, x2d: Tensor, K: Tensor, w: Te
     R (B, 3, 3), t (B, 3), X (B, N, 3), x2d (B, N, 2), K (B, 3, 3), w (B, N) summing to 1.
     A step is kept only where it does not raise the weighted error; the damping adapts.
     """
-    damping = torch.full_like(w[:, 0], _LM_INITIAL)
+    damping = w.new_full(w.shape[:1], _LM_INITIAL)
     p, uv, depth = _project(X, R, t, K)
     cost = (w * ((uv - x2d) ** 2).sum(-1)).sum(-1)
     for _ in range(steps):

@@ -172,6 +172,7 @@ def _degenerate_cases():
     weights = torch.zeros(2, 10, dtype=F64)
     weights[:, :3] = 1.0
     yield "three positive weights", x3d, x2d, K, weights
+    yield "no points", x3d[:, :0], x2d[:, :0], K, None
 
 
 @pytest.mark.parametrize("case", list(_degenerate_cases()), ids=lambda case: case[0])
