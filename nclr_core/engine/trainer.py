@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from nclr_core.atomic_write import write_text_atomic
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.datasets import build_pair_dataset
 from nclr_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
+from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.run_dir import create_run_dir, setup_logging
 from nclr_core.models.calibration_net import CalibrationNet
@@ -69,6 +69,15 @@ def build_model(cfg: PretrainConfig) -> CalibrationNet:
         return CalibrationNet(**cfg.model, point_range=cfg.data.point_range)
     except TypeError as err:
         raise ConfigError(f"model: {err}") from err
+
+
+def parameter_groups(model: CalibrationNet, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay everywhere but the LTA (its D would be pulled towards 0,
+    shrinking every similarity, and Q is an orthogonal parametrisation)."""
+    alignment = {id(p) for p in model.alignment.parameters()}
+    decayed = [p for p in model.parameters() if id(p) not in alignment]
+    return [{"params": decayed, "weight_decay": weight_decay},
+            {"params": list(model.alignment.parameters()), "weight_decay": 0.0}]
 
 
 def _seed_everything(seed: int) -> None:
@@ -125,8 +134,8 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
 
     model = build_model(cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                                  weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
+                                  lr=cfg.train.lr)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
@@ -156,7 +165,10 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
         train_set.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=cfg.train.batch_size, drop_last=True,
                             sampler=_SkipSampler(sampler, skip * cfg.train.batch_size),
-                            collate_fn=collate_pairs, num_workers=cfg.data.num_workers)
+                            collate_fn=collate_pairs, num_workers=cfg.data.num_workers,
+                            # own generator: iterators must not draw from the global RNG,
+                            # or a resumed run would diverge from an uninterrupted one
+                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
         model.train()
         for batch in loader:
             batch = batch_to(batch, device)
@@ -199,8 +211,8 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
         barrier()
     progress.close()
     if dist.is_main:
-        write_text_atomic(run_dir / "metrics.json", json.dumps(
-            {"step": step, "best_score": best, "last_validation": metrics}, indent=2))
+        write_metrics_json(run_dir / "metrics.json",
+                           {"step": step, "best_score": best, "last_validation": metrics})
         writer.close()
         log.info("run folder: %s", run_dir)
     return run_dir
