@@ -25,5 +25,6 @@ setup(
     python_requires=">=3.10",
     entry_points={"console_scripts": [
         "nclr-bag = nclr_ros.bag_cli:main",
+        "calibration_node = nclr_ros.calibration_node:main",
     ]},
 )
