@@ -9,7 +9,8 @@ the rclpy wheels are installed) are skipped with a warning.
 QoS: `/tf_static` (TFMessage) is reliable + transient local, depth 1 (latched: late
 subscribers get it); sensor topics are best effort (`reliable` for reliable), depth
 `SENSOR_QUEUE_DEPTH`; `/clock` (with `clock`) is reliable, depth 1, and carries the bag time
-of the last published message, refreshed at `clock_hz` while waiting.
+of the last published message, refreshed at `clock_hz` while waiting. The Fast DDS
+large-data profile is applied before `rclpy.init` unless the user set one.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from rosgraph_msgs.msg import Clock
 
 from nclr_ros.bag_messages import TF_TYPE, BagError
 from nclr_ros.bag_read import iter_raw, open_bag, topic_types
+from nclr_ros.dds_profile import apply_default_profile
 
 LOG = logging.getLogger(__name__)
 
@@ -183,8 +185,11 @@ def _clock(cls: type, ns: int) -> Any:
 
 def play(path: str | Path, options: PlayOptions, stop: threading.Event | None = None,
          node_name: str = "nclr_bag_player") -> PlayStats:
-    """Validate the bag, start rclpy and play it."""
+    """Validate the bag, start rclpy (with the large-data DDS profile) and play it."""
     player = BagPlayer(path, options)
+    profile = apply_default_profile()
+    if profile:
+        LOG.info("using Fast DDS profile %s", profile)
     context = rclpy.Context()
     # No rclpy signal handlers: the caller decides how a signal stops playback (`stop`).
     rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)

@@ -53,6 +53,8 @@ def test_play_delivers_messages_with_their_stamps_and_timing(tmp_path, monkeypat
     domain = random.randint(100, 200)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+        monkeypatch.delenv(name, raising=False)  # the player applies the package profile
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
     received: dict[str, list] = {"image": [], "info": [], "points": [], "clock": []}
@@ -94,6 +96,7 @@ def test_play_delivers_messages_with_their_stamps_and_timing(tmp_path, monkeypat
         rclpy.try_shutdown(context=context)
 
     assert "/camera/image_raw:" in out
+    assert "using Fast DDS profile" in err and "fastdds_large_data.xml" in err
     by_stamp = dict(zip(STAMPS, samples, strict=True))
     for _, msg in received["image"]:
         np.testing.assert_array_equal(image_to_rgb(msg), by_stamp[_seconds(msg)]["image"])
