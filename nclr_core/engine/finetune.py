@@ -40,6 +40,7 @@ from nclr_core.data.segmentation_dataset import (
 from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES, SemanticKittiDataset
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.engine.finetune_config import FinetuneConfig
+from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.run_dir import setup_logging
 from nclr_core.engine.trainer import cosine_with_warmup
 from nclr_core.models.backbone_checkpoint import load_backbone
@@ -279,7 +280,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "num_val_frames": num_val, "steps": step,
         "eval_points": "points inside data.point_range of each validation scan",
     })
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_metrics_json(out / "metrics.json", metrics)
     log.info("mIoU %.4f over %d validation scans; written to %s",
              metrics["miou"] if metrics["miou"] is not None else float("nan"), num_val, out)
     return metrics
