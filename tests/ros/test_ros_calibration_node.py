@@ -349,6 +349,86 @@ def test_node_end_to_end(tmp_path):
                                .T_cam_lidar, saved_T, atol=1e-9)
 
 
+def test_compressed_images_with_intrinsics_from_parameters(tmp_path):
+    """In-process: CompressedImage input, reliable QoS, intrinsics from parameters, optional
+    /tf_static, and no save before an estimate exists."""
+    import rclpy
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CompressedImage, PointCloud2
+    from std_msgs.msg import Header
+
+    from nclr_ros.calibration_node import LATCHED, CalibrationNode
+    from nclr_ros.image_msgs import rgb_to_compressed_image
+    from nclr_ros.pointcloud2 import xyz_fields_to_pointcloud2
+
+    checkpoint = _tiny_checkpoint(tmp_path / "tiny.pt")
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    overrides = {
+        "model_path": str(checkpoint), "use_compressed": True, "reliability": "reliable",
+        "intrinsics_from_parameters": True, "camera_k": K, "camera_width": IMAGE_W,
+        "camera_height": IMAGE_H, "camera_distortion_model": "plumb_bob",
+        "camera_d": [0.01, 0.0, 0.0, 0.0, 0.0], "min_frames": 1, "min_inliers": 5,
+        "max_translation_m": 1e6, "publish_tf_static": True, "tf_child_frame": "lidar_nclr",
+        "output_directory": str(tmp_path / "out"), "save_on_shutdown": False,
+    }
+    node = CalibrationNode(context=context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in overrides.items()])
+    driver = rclpy.create_node("driver", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        with pytest.raises(ValueError, match="no calibration estimate yet"):
+            node.save()
+        executor.add_node(node)
+        executor.add_node(driver)
+        pub_image = driver.create_publisher(CompressedImage, "image/compressed", 5)
+        pub_cloud = driver.create_publisher(PointCloud2, "points", 5)
+        got: list[TransformStamped] = []
+        driver.create_subscription(TransformStamped, f"{NODE}/extrinsics", got.append, LATCHED)
+        tf_static: list = []
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            assert node.pub_tf_static is None  # logged as an error, the node runs on
+        else:
+            driver.create_subscription(TFMessage, "/tf_static", tf_static.append, LATCHED)
+        rng = np.random.default_rng(1)
+        rgb = rng.integers(0, 256, size=(IMAGE_H, IMAGE_W, 3), dtype=np.uint8)
+        xyz = np.column_stack([rng.uniform(2, 30, 3000), rng.uniform(-15, 15, 3000),
+                               rng.uniform(-2, 2, 3000)]).astype(np.float32)
+        deadline = time.monotonic() + 30.0
+        stamp = 5
+        while not got and time.monotonic() < deadline:
+            image_header = Header(frame_id=CAMERA_FRAME)
+            cloud_header = Header(frame_id=LIDAR_FRAME)
+            image_header.stamp.sec = cloud_header.stamp.sec = stamp
+            pub_image.publish(rgb_to_compressed_image(rgb, "jpeg", image_header))
+            pub_cloud.publish(xyz_fields_to_pointcloud2(xyz, cloud_header))
+            stamp += 1
+            end = time.monotonic() + 1.0
+            while not got and time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+        assert got, node.diagnostics_values()
+        assert (got[-1].header.frame_id, got[-1].child_frame_id) == (CAMERA_FRAME, LIDAR_FRAME)
+        values = node.diagnostics_values()
+        assert int(values["images_received"]) >= 1 and "bad_input.bad_image" not in values
+        if node.pub_tf_static is not None:
+            end = time.monotonic() + 5.0
+            while not tf_static and time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.05)
+            assert tf_static[-1].transforms[0].child_frame_id == "lidar_nclr"
+        paths = node.save()
+        assert paths["yaml"].is_file()
+    finally:
+        node.shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        driver.destroy_node()
+        context.try_shutdown()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "drive":
         print(json.dumps(_drive(sys.argv[2], float(sys.argv[3]))), flush=True)
