@@ -1,0 +1,259 @@
+"""Calibration evaluation in the two regimes of METHOD.md §1, with the metrics of §8.
+
+Both regimes turn a frame into the `(outputs, batch)` pair that
+`nclr_core.engine.evaluation.PretextAccumulator` reads, so the matching error (network
+pixels, matched points with a ground-truth projection), 5-px accuracy, overlap IoU and the
+pose errors are computed by one piece of code, the same as training's validation:
+
+- **registration** (`registration_outputs`): pair batches of `PairDataset` (the cloud moved by
+  a random z-rotation and x-y translation, pretext ground truth) through `CalibrationNet`;
+  the pose is the inference-time robust solve (RANSAC-PnP on each frame's matches, the
+  network-resolution K) instead of the differentiable EPnP of training. *(decision)* The
+  Calibrator is not used here: it fits raw frames, crops points in the frame it is given
+  (the moved cloud) and bounds |t| like a vehicle mount, none of which suits this protocol.
+  The differentiable-EPnP pose errors are kept per frame as `epnp_*` diagnostics.
+- **online calibration** (`online_frame`): the raw reader frame (cloud not moved) through
+  `nclr_core.inference.Calibrator` with a prior `T_init` — exactly what the vehicle runs.
+  The frame's output is the Calibrator's estimate when it passes its gates, otherwise the
+  prior (the vehicle keeps what it had); `accepted` says which. The network-pixel
+  metrics use the ground truth of the points the Calibrator fed to the network, projected
+  with the network-resolution K; the predicted image overlap is the Calibrator's
+  input-size mask read at each feature cell's centre (equal to the cell's thresholded
+  score up to the mask's interpolation between neighbouring cells).
+
+`summarize` adds regime-level figures to `PretextAccumulator.summary`; `write_frames_csv`
+and `plot_recall_curves` (paper Fig. 9) write the per-frame table and the curves.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from nclr_core.atomic_write import atomic_path
+from nclr_core.data.pairs import overlap_ground_truth
+from nclr_core.data.transforms import CenterCrop, ResizeToCover
+from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.epnp import solve_pnp_ransac
+from nclr_core.geometry.metrics import pose_errors, recall_curve
+from nclr_core.geometry.se3 import make_transform
+from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
+from nclr_core.models.feature_grid import cell_centers
+
+REGIMES = ("registration", "online")
+
+# Recall-curve thresholds per regime: (RTE metres, RRE degrees) from 0 to these, in steps.
+# Registration errors live on the scale of the pretext motion (metres, degrees); online
+# calibration starts within ±10° / ±25 cm, so its curves need a finer range.
+RECALL_RANGES: dict[str, tuple[float, float]] = {"registration": (10.0, 20.0),
+                                                 "online": (0.5, 10.0)}
+RECALL_STEPS = 101
+
+
+def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
+                         settings: SolverSettings) -> tuple[dict, list[dict]]:
+    """Replace the differentiable-EPnP pose of a `CalibrationNet` output by RANSAC-PnP.
+
+    Args:
+        outputs: model outputs on `batch` (`matches`, `T_pred` (B, 4, 4), ...).
+        batch: the collated pair batch (`points` (N_total, 4), `K` (B, 3, 3) network
+            resolution, `T_gt` (B, 4, 4)).
+        settings: RANSAC threshold (network pixels here), iterations, confidence, seed and
+            `min_inliers`; the vehicle bounds (`max_translation_m`, prior bounds) do not apply.
+    Returns:
+        A copy of `outputs` with `T_pred` (B, 4, 4) float64, `pose_valid` (B,) and
+        `reproj_error` (B,) from the robust solve, and per frame the extra record fields
+        `num_inliers` and the EPnP pose errors `epnp_rre_euler_deg`, `epnp_rte_m`.
+    """
+    epnp = pose_errors(outputs["T_pred"].detach().double().cpu().numpy(),
+                       batch["T_gt"].double().cpu().numpy())
+    poses, valid, error, extras = [], [], [], []
+    for b, match in enumerate(outputs["matches"]):
+        result = solve_pnp_ransac(
+            batch["points"][match["point_index"], :3], match["pixels"].detach(), batch["K"][b],
+            weights=match["weights"].detach().cpu(),
+            reproj_threshold_px=settings.reprojection_threshold_px,
+            iterations=settings.ransac_iterations, confidence=settings.ransac_confidence,
+            seed=settings.seed)
+        count = int(result.inliers.sum())
+        ok = bool(result.valid) and count >= settings.min_inliers
+        poses.append(make_transform(result.R.numpy(), result.t.numpy()) if ok else np.eye(4))
+        valid.append(ok)
+        error.append(float(result.reproj_error) if ok else math.nan)
+        extras.append({"num_inliers": count,
+                       "epnp_rre_euler_deg": float(np.atleast_1d(epnp["rre_euler_deg"])[b]),
+                       "epnp_rte_m": float(np.atleast_1d(epnp["rte_m"])[b])})
+    robust = dict(outputs)
+    robust["T_pred"] = torch.from_numpy(np.stack(poses))
+    robust["pose_valid"] = torch.tensor(valid)
+    robust["reproj_error"] = torch.tensor(error, dtype=torch.float64)
+    return robust, extras
+
+
+def network_pixel_map(network_input: NetworkInput, image_hw: tuple[int, int],
+                      K: np.ndarray) -> np.ndarray:
+    """A (3, 3): network pixel = A @ input pixel (homogeneous), for the resize-to-cover and
+    centre crop that fit an (H, W) image to the network (as `Calibrator` does)."""
+    fitted = {"image": np.zeros((*image_hw, 3), dtype=np.uint8), "K": np.asarray(K, float)}
+    net_h, net_w = network_input.image_height, network_input.image_width
+    fitted = CenterCrop(net_h, net_w)(ResizeToCover(net_h, net_w)(fitted))
+    return fitted["K"] @ np.linalg.inv(np.asarray(K, dtype=np.float64))
+
+
+def _apply(A: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """(K, 2) pixels mapped by the affine pixel map A (3, 3)."""
+    return uv @ A[:2, :2].T + A[:2, 2]
+
+
+def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.ndarray,
+                 overlap_radius_cells: int) -> tuple[dict, dict, dict]:
+    """Calibrate one raw frame from a prior and express it for `PretextAccumulator`.
+
+    Args:
+        calibrator: the inference path; its settings decide the gates.
+        sample: a reader sample (`image` uint8 (H, W, 3), `points` (N, 4), `K` (3, 3) of a
+            rectified (distortion-free) image, `T_cam_lidar` (4, 4) ground truth).
+        T_init: (4, 4) prior T_cam_lidar.
+        overlap_radius_cells: r_o of the image-overlap ground truth (the training value).
+    Returns:
+        `outputs`: `T_pred` (1, 4, 4) (estimate if accepted, else `T_init`), `pose_valid`
+        (1,), `reproj_error` (1,), `matches` (network pixels, indices into the used points),
+        `point_scores` (N_used,), `image_scores` (1, h, w) in {0, 1};
+        `batch`: `T_gt` (1, 4, 4), `point_overlap` (N_used,), `point_pixel` (N_used, 2),
+        `image_overlap` (1, h, w), all at the network resolution;
+        `extra`: per-frame fields `accepted`, `reason`, `num_inliers`, `prior_rre_euler_deg`,
+        `prior_rte_m`, `estimate_rre_euler_deg`, `estimate_rte_m` (the raw estimate, NaN when
+        the solve failed).
+    """
+    image, points, K = sample["image"], sample["points"], np.asarray(sample["K"], np.float64)
+    T_gt = np.asarray(sample["T_cam_lidar"], dtype=np.float64)
+    height, width = image.shape[:2]
+    result = calibrator.calibrate(image, points, CameraModel(K, width, height), T_init)
+    accepted = bool(result.quality.valid)
+    used = np.flatnonzero(result.point_used)
+    net = calibrator.network_input
+    A = network_pixel_map(net, (height, width), K)
+    stride = calibrator.model.stride
+    truth = overlap_ground_truth(points[used, :3].astype(np.float64), T_gt, A @ K,
+                                 (net.image_height, net.image_width), stride,
+                                 overlap_radius_cells)
+    h, w = truth.image_overlap.shape
+    centres = cell_centers(h, w, stride, dtype=torch.float64).numpy()
+    at_input = np.rint(_apply(np.linalg.inv(A), centres)).astype(np.int64)
+    cols = np.clip(at_input[:, 0], 0, width - 1)
+    rows = np.clip(at_input[:, 1], 0, height - 1)
+    image_scores = (result.image_overlap_mask[rows, cols] > 0).reshape(1, h, w)
+
+    matches = result.matches
+    T_out = result.T_cam_lidar if accepted else T_init
+    outputs = {
+        "T_pred": torch.from_numpy(T_out[None]),
+        "pose_valid": torch.tensor([accepted]),
+        "reproj_error": torch.tensor([result.quality.reprojection_error_px]),
+        "matches": [{"point_index": torch.from_numpy(np.searchsorted(used, matches.point_index)),
+                     "pixels": torch.from_numpy(_apply(A, matches.pixels))}],
+        "point_scores": torch.from_numpy(result.point_overlap[used]),
+        "image_scores": torch.from_numpy(image_scores.astype(np.float32)),
+    }
+    batch = {"T_gt": torch.from_numpy(T_gt[None]),
+             "point_overlap": torch.from_numpy(truth.point_overlap),
+             "point_pixel": torch.from_numpy(truth.point_pixel).double(),
+             "image_overlap": torch.from_numpy(truth.image_overlap[None])}
+    prior = pose_errors(T_init, T_gt)
+    # the Calibrator returns the identity exactly when no pose could be solved
+    solved = not np.array_equal(result.T_cam_lidar, np.eye(4))
+    estimate = pose_errors(result.T_cam_lidar, T_gt) if solved else {
+        "rre_euler_deg": math.nan, "rte_m": math.nan}
+    extra = {"accepted": accepted, "reason": result.quality.reason,
+             "num_inliers": result.quality.num_inliers,
+             "prior_rre_euler_deg": float(prior["rre_euler_deg"]),
+             "prior_rte_m": float(prior["rte_m"]),
+             "estimate_rre_euler_deg": float(estimate["rre_euler_deg"]),
+             "estimate_rte_m": float(estimate["rte_m"])}
+    return outputs, batch, extra
+
+
+def recall_curves(records: Sequence[Mapping[str, Any]], regime: str) -> dict[str, list[float]]:
+    """Registration recall against RTE and RRE thresholds (paper Fig. 9).
+
+    Returns `rte_thresholds_m`, `recall_rte`, `rre_thresholds_deg`, `recall_rre` (lists of
+    RECALL_STEPS numbers); the RRE is the Euler-sum RRE of the tables.
+    """
+    if regime not in RECALL_RANGES:
+        raise ValueError(f"regime must be one of {tuple(RECALL_RANGES)}, got {regime!r}")
+    rte_max, rre_max = RECALL_RANGES[regime]
+    rte_t = np.linspace(0.0, rte_max, RECALL_STEPS)
+    rre_t = np.linspace(0.0, rre_max, RECALL_STEPS)
+    rte = [r["rte_m"] for r in records]
+    rre = [r["rre_euler_deg"] for r in records]
+    return {"rte_thresholds_m": rte_t.tolist(), "recall_rte": recall_curve(rte, rte_t).tolist(),
+            "rre_thresholds_deg": rre_t.tolist(), "recall_rre": recall_curve(rre, rre_t).tolist()}
+
+
+def summarize(accumulator: PretextAccumulator, regime: str) -> dict[str, Any]:
+    """`PretextAccumulator.summary()` plus the recall curves and, for the online regime,
+    the acceptance rate and the mean errors of the prior and of the raw estimates."""
+    out: dict[str, Any] = accumulator.summary()
+    out.pop("score")  # training's model-selection score, not a metric
+    records = accumulator.records
+    if regime == "online":
+        def mean(key: str) -> float:
+            values = np.array([r[key] for r in records], dtype=np.float64)
+            return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+        out["accepted_rate"] = float(np.mean([r["accepted"] for r in records]))
+        for key in ("prior_rre_euler_deg", "prior_rte_m", "estimate_rre_euler_deg",
+                    "estimate_rte_m"):
+            out[f"{key}_mean"] = mean(key)
+    out["recall_curves"] = recall_curves(records, regime)
+    return out
+
+
+def write_frames_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Per-frame table (one row per method, regime and frame), written atomically.
+
+    Columns are the union of the rows' keys in first-seen order; missing cells are empty.
+    """
+    if not rows:
+        raise ValueError("no per-frame rows to write")
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_recall_curves(path: str | os.PathLike,
+                       curves: Mapping[str, Mapping[str, Mapping[str, list[float]]]]) -> None:
+    """Recall vs RTE and vs RRE thresholds, one row of two panels per regime, one line per
+    method (paper Fig. 9). `curves[regime][method]` is a `recall_curves` dict."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    if not curves:
+        raise ValueError("no recall curves to plot")
+    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 3.6 * len(curves)), squeeze=False)
+    for row, (regime, methods) in enumerate(curves.items()):
+        for method, curve in methods.items():
+            axes[row, 0].plot(curve["rte_thresholds_m"], curve["recall_rte"], label=method)
+            axes[row, 1].plot(curve["rre_thresholds_deg"], curve["recall_rre"], label=method)
+        for col, unit in enumerate(("RTE threshold (m)", "RRE threshold (deg, Euler sum)")):
+            ax = axes[row, col]
+            ax.set_xlabel(unit)
+            ax.set_ylabel("registration recall")
+            ax.set_ylim(0.0, 1.02)
+            ax.set_title(regime)
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

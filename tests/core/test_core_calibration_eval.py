@@ -1,0 +1,126 @@
+"""Calibration evaluation metrics layer: ground-truth predictions score perfectly, RANSAC
+recovers the pose from exact matches, CSV / recall curves / PNG are written."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nclr_core.data.pairs import overlap_ground_truth
+from nclr_core.engine.calibration_eval import (
+    RECALL_STEPS,
+    network_pixel_map,
+    plot_recall_curves,
+    recall_curves,
+    registration_outputs,
+    summarize,
+    write_frames_csv,
+)
+from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.geometry.se3 import make_transform
+from nclr_core.inference import NetworkInput, SolverSettings
+
+H, W, STRIDE = 64, 128, 4
+K_NET = np.array([[60.0, 0.0, 63.5], [0.0, 60.0, 31.5], [0.0, 0.0, 1.0]])
+# LiDAR x forward, camera z forward: a typical mount, 1.2 m off to the side after the motion
+T_GT = make_transform(np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]),
+                      np.array([1.2, -0.3, 0.4]))
+
+
+def _frame(seed: int, n: int = 400) -> tuple[dict, dict]:
+    """A batch of one frame and outputs equal to its ground truth (perfect predictions)."""
+    rng = np.random.default_rng(seed)
+    xyz = np.column_stack((rng.uniform(4, 30, n), rng.uniform(-15, 15, n), rng.uniform(-2, 1, n)))
+    points = np.column_stack((xyz, rng.uniform(0, 1, n))).astype(np.float32)
+    truth = overlap_ground_truth(points[:, :3].astype(np.float64), T_GT, K_NET, (H, W), STRIDE, 1)
+    assert truth.point_overlap.sum() > 50
+    inside = np.flatnonzero(truth.point_overlap)
+    batch = {"points": torch.from_numpy(points), "K": torch.from_numpy(K_NET[None]).float(),
+             "T_gt": torch.from_numpy(T_GT[None]).float(),
+             "point_overlap": torch.from_numpy(truth.point_overlap),
+             "point_pixel": torch.from_numpy(truth.point_pixel),
+             "image_overlap": torch.from_numpy(truth.image_overlap[None])}
+    outputs = {"T_pred": torch.from_numpy(T_GT[None]).float(),
+               "pose_valid": torch.tensor([True]), "reproj_error": torch.tensor([0.0]),
+               "matches": [{"point_index": torch.from_numpy(inside),
+                            "pixels": torch.from_numpy(truth.point_pixel[inside]),
+                            "weights": torch.ones(len(inside))}],
+               "point_scores": torch.from_numpy(truth.point_overlap.astype(np.float32)),
+               "image_scores": torch.from_numpy(truth.image_overlap[None].astype(np.float32))}
+    return outputs, batch
+
+
+def test_ground_truth_predictions_give_zero_errors_and_full_success():
+    accumulator = PretextAccumulator()
+    for seed in range(3):
+        accumulator.add(*_frame(seed))
+    summary = summarize(accumulator, "registration")
+    assert summary["num_frames"] == 3
+    for key in ("rre_euler_deg_mean", "rre_euler_deg_median", "rre_geodesic_deg_mean",
+                "rte_m_mean", "rte_m_median", "match_err_px_mean"):
+        assert summary[key] == pytest.approx(0.0, abs=1e-4), key
+    for key in ("success_rate", "match_acc_5px", "point_overlap_iou", "image_overlap_iou"):
+        assert summary[key] == 1.0, key
+    curves = summary["recall_curves"]
+    assert len(curves["recall_rte"]) == len(curves["rre_thresholds_deg"]) == RECALL_STEPS
+    assert curves["recall_rte"][0] == 1.0  # every error is 0 <= the first threshold 0
+
+
+def test_ransac_on_exact_matches_recovers_the_ground_truth_pose():
+    outputs, batch = _frame(7)
+    outputs["T_pred"] = torch.eye(4)[None]  # a wrong EPnP pose, to be replaced
+    robust, extras = registration_outputs(outputs, batch, SolverSettings())
+    accumulator = PretextAccumulator()
+    accumulator.add(robust, batch)
+    record = accumulator.records[0]
+    assert record["pose_valid"] and record["success"]
+    assert record["rte_m"] < 1e-5 and record["rre_geodesic_deg"] < 1e-4
+    assert extras[0]["num_inliers"] == outputs["matches"][0]["point_index"].numel()
+    assert extras[0]["epnp_rte_m"] == pytest.approx(np.linalg.norm(T_GT[:3, 3]), rel=1e-6)
+
+
+def test_too_few_inliers_is_a_failed_frame():
+    outputs, batch = _frame(8)
+    pixels = outputs["matches"][0]["pixels"]
+    generator = torch.Generator().manual_seed(0)
+    outputs["matches"][0]["pixels"] = torch.rand(pixels.shape, generator=generator) * 100  # noise
+    robust, _ = registration_outputs(outputs, batch, SolverSettings(reprojection_threshold_px=1))
+    assert not bool(robust["pose_valid"][0])
+    assert torch.equal(robust["T_pred"][0], torch.eye(4, dtype=torch.float64))
+
+
+def test_recall_curve_counts_nan_as_not_recalled():
+    records = [{"rte_m": 0.1, "rre_euler_deg": 1.0}, {"rte_m": 3.0, "rre_euler_deg": 30.0},
+               {"rte_m": math.nan, "rre_euler_deg": math.nan}]
+    curves = recall_curves(records, "registration")
+    rte = dict(zip(curves["rte_thresholds_m"], curves["recall_rte"], strict=True))
+    assert rte[0.0] == 0.0 and rte[1.0] == pytest.approx(1 / 3)
+    assert rte[10.0] == pytest.approx(2 / 3)
+    assert curves["recall_rre"][-1] == pytest.approx(1 / 3)  # 30° is beyond the 20° range
+    with pytest.raises(ValueError, match="regime"):
+        recall_curves(records, "bogus")
+
+
+def test_network_pixel_map_is_the_resize_then_centre_crop():
+    net = NetworkInput(96, 320, 1000, (-40.0, -40.0, -3.0, 40.0, 40.0, 1.0))
+    K = np.array([[700.0, 0.0, 200.0], [0.0, 700.0, 50.0], [0.0, 0.0, 1.0]])
+    # 100x400 -> scale 0.96 covers 96x320 as 96x384; the centre crop drops 32 columns left.
+    # Pixel-centre aligned resize: u' = s (u + 0.5) - 0.5.
+    expected = np.array([[0.96, 0.0, 0.5 * (0.96 - 1) - 32], [0.0, 0.96, 0.5 * (0.96 - 1)],
+                         [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(network_pixel_map(net, (100, 400), K), expected, atol=1e-12)
+
+
+def test_csv_and_png_are_written(tmp_path):
+    rows = [{"method": "nclr", "regime": "online", "rte_m": 0.1},
+            {"method": "baseline", "regime": "online", "rte_m": 0.2, "accepted": False}]
+    write_frames_csv(tmp_path / "frames.csv", rows)
+    with open(tmp_path / "frames.csv", newline="") as handle:
+        read = list(csv.DictReader(handle))
+    assert read[0]["accepted"] == "" and read[1]["accepted"] == "False"
+    curve = recall_curves([{"rte_m": 0.1, "rre_euler_deg": 1.0}], "online")
+    plot_recall_curves(tmp_path / "recall.png", {"online": {"nclr": curve, "baseline": curve}})
+    assert (tmp_path / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        write_frames_csv(tmp_path / "empty.csv", [])
