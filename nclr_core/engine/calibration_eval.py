@@ -127,9 +127,10 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
         `point_scores` (N_used,), `image_scores` (1, h, w) in {0, 1};
         `batch`: `T_gt` (1, 4, 4), `point_overlap` (N_used,), `point_pixel` (N_used, 2),
         `image_overlap` (1, h, w), all at the network resolution;
-        `extra`: per-frame fields `accepted`, `reason`, `num_inliers`, `prior_rre_euler_deg`,
+        `extra`: per-frame fields `accepted`, `num_inliers`, `prior_rre_euler_deg`,
         `prior_rte_m`, `estimate_rre_euler_deg`, `estimate_rte_m` (the raw estimate, NaN when
-        the solve failed).
+        the solve failed), all numeric (record fields), and `reason` (text, why the estimate
+        was rejected; "" when accepted), which does not belong in a record.
     """
     image, points, K = sample["image"], sample["points"], np.asarray(sample["K"], np.float64)
     T_gt = np.asarray(sample["T_cam_lidar"], dtype=np.float64)

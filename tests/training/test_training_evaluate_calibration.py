@@ -1,0 +1,87 @@
+"""evaluate_calibration.py on a tiny checkpoint and the tiny synthetic set: both regimes and
+the cosine + hard baseline, every metrics.json key, the CSV and the recall PNG."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from nclr_core.config import load_config, to_dict
+from nclr_core.engine.checkpoint import save_checkpoint
+from nclr_core.engine.pretrain_config import PretrainConfig
+from nclr_core.engine.trainer import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "training" / "configs" / "synthetic_cpu.yaml"
+TINY = [
+    "data.image_height=96", "data.image_width=320", "data.max_points=3000",
+    "model.fpn_channels=16", "model.point_base_channels=8", "model.voxel_size=0.5",
+    "model.channels=16", "model.fusion_d_model=32", "model.fusion_heads=2",
+    "model.fusion_keypoints=32", "model.max_match_points=64",
+]
+REQUIRED = ("rre_euler_deg_mean", "rre_euler_deg_median", "rre_geodesic_deg_mean", "rte_m_mean",
+            "rte_m_median", "success_rate", "match_err_px_mean", "match_acc_5px",
+            "point_overlap_iou", "image_overlap_iou", "num_frames")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    import torch
+    torch.manual_seed(0)
+    cfg = load_config(PretrainConfig, CONFIG, TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model=build_model(cfg).state_dict(), config=to_dict(cfg), step=0)
+    return path
+
+
+def _main():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_calibration", REPO / "training" / "evaluate_calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_both_regimes_with_the_baseline_write_every_key(tiny_synthetic, tiny_checkpoint,
+                                                        tmp_path):
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_synthetic),
+            "--split", "01", "--out", str(out), "--max-frames", "2",
+            "--baseline", "cosine_hard", "--seed", "3"]
+    assert _main()(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"].startswith("python training/evaluate_calibration.py --checkpoint")
+    assert metrics["checkpoint"] == str(tiny_checkpoint) and metrics["split"] == ["01"]
+    sections = {"registration": metrics["registration"], "online": metrics["online"],
+                "baseline registration": metrics["baseline_cosine_hard"]["registration"],
+                "baseline online": metrics["baseline_cosine_hard"]["online"]}
+    for name, section in sections.items():
+        for key in REQUIRED:
+            assert key in section, f"{name}: {key}"
+        assert section["num_frames"] == 2, name
+        assert 0.0 <= section["success_rate"] <= 1.0
+        assert len(section["recall_curves"]["recall_rte"]) > 2
+    online = metrics["online"]
+    assert 0.0 <= online["accepted_rate"] <= 1.0
+    # the prior is drawn within ±10° about one axis and ±25 cm per axis
+    assert 0.0 < online["prior_rte_m_mean"] <= 0.25 * 3 ** 0.5
+
+    with open(out / "frames.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 2 * 2  # frames x regimes x methods
+    assert {(r["method"], r["regime"]) for r in rows} == {
+        (m, g) for m in ("nclr", "baseline_cosine_hard") for g in ("registration", "online")}
+    assert {r["sequence"] for r in rows} == {"01"}
+    # same frames and same prior for both methods
+    priors = {(r["frame_id"], r["prior_rte_m"]) for r in rows if r["regime"] == "online"}
+    assert len(priors) == 2
+    assert (out / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_checkpoint_is_a_clear_error(tiny_synthetic, tmp_path, capsys):
+    args = ["--checkpoint", str(tmp_path / "missing.pt"), "--data", str(tiny_synthetic),
+            "--split", "01", "--out", str(tmp_path / "eval"), "--regime", "online"]
+    assert _main()(args) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
