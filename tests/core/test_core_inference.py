@@ -107,6 +107,9 @@ def test_untrained_checkpoint_flows_end_to_end(tmp_path):
     np.testing.assert_array_equal(again.matches.point_index, m.point_index)
 
 
+ORACLE_CELL = (5, 20)
+
+
 class OracleNet(CalibrationNet):
     """The tiny network, with its match pixels replaced by the true network pixels."""
 
@@ -121,6 +124,9 @@ class OracleNet(CalibrationNet):
         seen = np.isfinite(net).all(1) & (net[:, 0] > -0.5) & (net[:, 0] < NET_W - 0.5)
         frame["pixels"] = torch.from_numpy(np.nan_to_num(net)).float()
         frame["weights"] = torch.from_numpy(seen.astype(np.float32))
+        # image overlap: only feature cell (row 5, column 20) of the stride-4 map
+        out["image_scores"] = torch.zeros_like(out["image_scores"])
+        out["image_scores"][0, ORACLE_CELL[0], ORACLE_CELL[1]] = 1.0
         return out
 
 
@@ -145,6 +151,15 @@ def test_oracle_matches_recover_the_pose(tmp_path, distortion):
     np.testing.assert_allclose(result.matches.pixels[used], true_raw[used], atol=1e-3)
     assert result.quality.num_inliers == int(used.sum())
     assert result.quality.reprojection_error_px < 0.01
+
+    # the one overlap cell, centred at network pixel (4 * 20 + 1.5, 4 * 5 + 1.5), comes back
+    # around input pixel ((81.5 + 32 + 0.5) / 0.32 - 0.5, (21.5 + 0.5) / 0.32 - 0.5)
+    centre = np.array([(81.5 + CROP_X0 + 0.5) / SCALE - 0.5, (21.5 + 0.5) / SCALE - 0.5])
+    rows, cols = np.nonzero(result.image_overlap_mask)
+    assert result.image_overlap_mask[round(centre[1]), round(centre[0])] == 255
+    assert np.all(np.abs(cols - centre[0]) < 0.5 * 4 / SCALE)  # within half a cell
+    assert np.all(np.abs(rows - centre[1]) < 0.5 * 4 / SCALE)
+    assert len(rows) > (0.5 * 4 / SCALE) ** 2  # and not a sliver
 
     # online regime: a prior within the bounds keeps it valid, a far one rejects it
     near = make_transform(matrix_from_rpy([0.05, 0.0, 0.0]) @ T_TRUE[:3, :3],
