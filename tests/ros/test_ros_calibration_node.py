@@ -273,6 +273,23 @@ def test_dds_profile_applied_unless_set():
     assert user == {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}
 
 
+def test_depth_overlay_colours_points_near_red_far_blue():
+    from nclr_core.geometry.camera import CameraModel
+    from nclr_ros.calibration_node import depth_overlay
+
+    camera = CameraModel(np.array(K).reshape(3, 3), IMAGE_W, IMAGE_H)
+    image = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
+    # camera frame = LiDAR frame; near point at pixel (159, 119), far one at (209, 119),
+    # a third one behind the camera is not drawn
+    points = np.array([[-0.002, -0.002, 2.0], [2.0, -0.05, 10.0], [0.0, 0.0, -5.0]])
+    out = depth_overlay(image, points, np.eye(4), camera, radius=0)
+    near, far = out[119, 159], out[119, 209]
+    assert near[0] >= 128 and max(near[1], near[2]) < 30, near  # (dark) red
+    assert far[2] >= 128 and max(far[0], far[1]) < 30, far  # (dark) blue
+    assert np.count_nonzero(out.any(axis=2)) == 2
+    assert not image.any()  # the input is not modified
+
+
 @pytest.mark.slow
 def test_node_end_to_end(tmp_path):
     pytest.importorskip("rmw_fastrtps_cpp", reason="rmw_fastrtps_cpp is not installed")
