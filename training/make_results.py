@@ -1,0 +1,290 @@
+"""Generate RESULTS.md from the runs' metrics.json files; never type a figure by hand.
+
+    python training/make_results.py [--manifest training/results_manifest.yaml] [--out RESULTS.md]
+
+*(decision)* The manifest (YAML) lists every row that RESULTS.md should have, so that a
+missing run shows as "not run" instead of disappearing; folders are not discovered.
+Paths are relative to the current folder (run it from the repository root, where the
+commands run). Layout:
+
+    title: text
+    intro: text (optional)
+    tables:
+      - title: text
+        kind: calibration          # rows read one section of an evaluate_calibration.py output
+        columns: [match_acc_5px, rre_euler_deg_mean, ...]   # optional, see CALIBRATION_COLUMNS
+        notes: text                # optional prose under the table
+        rows:
+          - name: NCLR (LTA + soft)
+            metrics: runs/eval/nclr/metrics.json
+            section: registration  # dotted path inside the file, e.g. baseline_cosine_hard.online
+            command: python training/evaluate_calibration.py ...  # used when the file has none
+      - title: text
+        kind: label_efficiency     # finetune_seg.py outputs: mean ± std mIoU over seeds
+        fractions: [0.01, 0.1]
+        seeds: [0, 1, 2]
+        rows:
+          - name: scratch
+            init: scratch          # optional check of the files' `init`: scratch | pretrained
+            metrics: runs/ft/scratch_{percent}pc_s{seed}/metrics.json
+            command: python training/finetune_seg.py ... --label-fraction {fraction} --seed {seed}
+
+In templates `{fraction}` is the fraction as written in the manifest, `{percent}` the
+fraction in per cent (`0.01` -> `1`), `{seed}` the seed. Every figure of RESULTS.md carries a
+reference to its metrics.json file(s) and the command that produced them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from nclr_core.atomic_write import write_text_atomic
+
+DEFAULT_MANIFEST = "training/results_manifest.yaml"
+NOT_RUN = "not run"
+NOT_AVAILABLE = "n/a"
+
+# metrics.json key -> (column header, format); rates are shown in per cent.
+CALIBRATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "num_frames": ("frames", "{:d}"),
+    "match_err_px_mean": ("match err (px)", "{:.2f}"),
+    "match_acc_5px": ("match acc @5 px", "{:.1%}"),
+    "rre_euler_deg_mean": ("RRE mean (°)", "{:.2f}"),
+    "rre_euler_deg_median": ("RRE median (°)", "{:.2f}"),
+    "rre_geodesic_deg_mean": ("RRE geodesic mean (°)", "{:.2f}"),
+    "rte_m_mean": ("RTE mean (m)", "{:.3f}"),
+    "rte_m_median": ("RTE median (m)", "{:.3f}"),
+    "success_rate": ("success", "{:.1%}"),
+    "point_overlap_iou": ("point overlap IoU", "{:.3f}"),
+    "image_overlap_iou": ("image overlap IoU", "{:.3f}"),
+    "accepted_rate": ("accepted", "{:.1%}"),
+    "prior_rre_euler_deg_mean": ("prior RRE mean (°)", "{:.2f}"),
+    "prior_rte_m_mean": ("prior RTE mean (m)", "{:.3f}"),
+}
+DEFAULT_COLUMNS = ("num_frames", "match_err_px_mean", "match_acc_5px", "rre_euler_deg_mean",
+                   "rre_euler_deg_median", "rte_m_mean", "rte_m_median", "success_rate",
+                   "point_overlap_iou", "image_overlap_iou")
+
+
+class ManifestError(ValueError):
+    """A manifest, or a metrics.json it names, that cannot be turned into RESULTS.md."""
+
+
+@dataclass
+class Source:
+    """One metrics.json behind a figure: its path, what was read and the command."""
+
+    path: str
+    what: str
+    command: str
+    status: str  # "ok" or why it was not used
+
+
+def _require(mapping: Any, key: str, where: str) -> Any:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise ManifestError(f"{where}: missing '{key}'")
+    return mapping[key]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ManifestError(f"{path}: not a readable metrics.json ({err})") from err
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: metrics.json must hold an object")
+    return data
+
+
+def _section(data: dict, dotted: str) -> dict | None:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data if isinstance(data, dict) else None
+
+
+def _format(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return NOT_AVAILABLE
+    if fmt == "{:d}":
+        return str(int(value))
+    return fmt.format(float(value))
+
+
+def _cite(sources: list[Source], source: Source) -> str:
+    sources.append(source)
+    return f"[{len(sources)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def calibration_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
+    """Markdown lines of a `kind: calibration` table (rows cite their sources)."""
+    columns = spec.get("columns", list(DEFAULT_COLUMNS))
+    unknown = [c for c in columns if c not in CALIBRATION_COLUMNS]
+    if unknown:
+        raise ManifestError(f"{where}: unknown columns {unknown}; known: "
+                            f"{sorted(CALIBRATION_COLUMNS)}")
+    body = []
+    for i, row in enumerate(_require(spec, "rows", where)):
+        at = f"{where}, row {i + 1}"
+        name = str(_require(row, "name", at))
+        path = str(_require(row, "metrics", at))
+        section = str(_require(row, "section", at))
+        planned = str(row.get("command", ""))
+        file = Path(path)
+        if not file.is_file():
+            ref = _cite(sources, Source(path, section, planned, NOT_RUN))
+            body.append([f"{name} {ref}"] + [NOT_RUN] * len(columns))
+            continue
+        data = _read_json(file)
+        values = _section(data, section)
+        command = str(data.get("command") or planned)
+        if values is None:
+            ref = _cite(sources, Source(path, section, command,
+                                        f"{NOT_RUN}: the file has no section '{section}'"))
+            body.append([f"{name} {ref}"] + [NOT_RUN] * len(columns))
+            continue
+        if not command:
+            raise ManifestError(f"{at}: {path} records no command and the manifest gives "
+                                "none; a figure must be traceable to its command")
+        ref = _cite(sources, Source(path, section, command, "ok"))
+        body.append([f"{name} {ref}"] + [_format(values.get(c), CALIBRATION_COLUMNS[c][1])
+                                         for c in columns])
+    return _table(["method"] + [CALIBRATION_COLUMNS[c][0] for c in columns], body)
+
+
+def _fill(template: str, fraction: Any, seed: int) -> str:
+    return template.format(fraction=fraction, percent=f"{float(fraction) * 100:g}", seed=seed)
+
+
+def _seed_run(row: dict, fraction: Any, seed: int, at: str, sources: list[Source]
+              ) -> float | None:
+    """mIoU of one (fraction, seed) run, or None when it was not run; checks its labels."""
+    path = _fill(str(_require(row, "metrics", at)), fraction, seed)
+    command = _fill(str(_require(row, "command", at)), fraction, seed)
+    what = f"fraction {fraction}, seed {seed}"
+    if not Path(path).is_file():
+        sources.append(Source(path, what, command, NOT_RUN))
+        return None
+    data = _read_json(Path(path))
+    for key in ("miou", "label_fraction", "seed", "init"):
+        if key not in data:
+            raise ManifestError(f"{path}: no '{key}' (not a finetune_seg.py metrics.json)")
+    if not math.isclose(float(data["label_fraction"]), float(fraction), rel_tol=1e-9) \
+            or int(data["seed"]) != seed:
+        raise ManifestError(f"{path}: holds label_fraction {data['label_fraction']}, seed "
+                            f"{data['seed']}, but the manifest places it at {what}")
+    expected = row.get("init")
+    if expected is not None:
+        is_scratch = data["init"] == "scratch"
+        if expected not in ("scratch", "pretrained") or is_scratch != (expected == "scratch"):
+            raise ManifestError(f"{path}: init {data['init']!r}, the manifest row expects "
+                                f"{expected!r} (scratch | pretrained)")
+    if data["miou"] is None:
+        sources.append(Source(path, what, command, "n/a: the run recorded no mIoU"))
+        return None
+    sources.append(Source(path, what, command, "ok"))
+    return float(data["miou"])
+
+
+def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
+    """Markdown lines of a `kind: label_efficiency` table: mean ± sample std of mIoU (%)."""
+    fractions = _require(spec, "fractions", where)
+    seeds = [int(s) for s in _require(spec, "seeds", where)]
+    body = []
+    for i, row in enumerate(_require(spec, "rows", where)):
+        at = f"{where}, row {i + 1}"
+        cells = [str(_require(row, "name", at))]
+        for fraction in fractions:
+            first = len(sources) + 1
+            values = [v for seed in seeds
+                      if (v := _seed_run(row, fraction, seed, at, sources)) is not None]
+            refs = f"[{first}–{len(sources)}]" if len(sources) > first else f"[{first}]"
+            if not values:
+                cells.append(f"{NOT_RUN} {refs}")
+                continue
+            mean = 100.0 * float(np.mean(values))
+            text = f"{mean:.1f}"
+            if len(values) > 1:
+                text += f" ± {100.0 * float(np.std(values, ddof=1)):.1f}"
+            if len(values) < len(seeds):
+                text += f" ({len(values)} of {len(seeds)} seeds)"
+            cells.append(f"{text} {refs}")
+        body.append(cells)
+    header = ["init"] + [f"mIoU (%) @ {float(f) * 100:g} % labels" for f in fractions]
+    lines = _table(header, body)
+    lines += ["", f"Mean ± sample standard deviation over seeds {seeds}."]
+    return lines
+
+
+TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table}
+
+
+def render(manifest: dict, manifest_path: str, command: str) -> str:
+    """RESULTS.md text from a parsed manifest (paths relative to the current folder)."""
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{manifest_path}: the manifest must be a mapping")
+    lines = [f"# {manifest.get('title', 'Results')}", "",
+             f"Generated by `{command}` from the `metrics.json` files listed under each table "
+             f"(manifest: `{manifest_path}`). Do not edit by hand: re-run the command.", ""]
+    if manifest.get("intro"):
+        lines += [str(manifest["intro"]).strip(), ""]
+    tables = _require(manifest, "tables", manifest_path)
+    if not isinstance(tables, list) or not tables:
+        raise ManifestError(f"{manifest_path}: 'tables' must be a non-empty list")
+    for t, spec in enumerate(tables):
+        where = f"{manifest_path}, table {t + 1}"
+        kind = _require(spec, "kind", where)
+        if kind not in TABLE_KINDS:
+            raise ManifestError(f"{where}: kind {kind!r} is not one of {sorted(TABLE_KINDS)}")
+        sources: list[Source] = []
+        lines += [f"## {_require(spec, 'title', where)}", ""]
+        lines += TABLE_KINDS[kind](spec, where, sources)
+        if spec.get("notes"):
+            lines += ["", str(spec["notes"]).strip()]
+        lines += ["", "Sources:", ""]
+        for n, source in enumerate(sources, 1):
+            status = "" if source.status == "ok" else f" — **{source.status}**"
+            run = f"`{source.command}`" if source.command else "(no command given)"
+            lines.append(f"{n}. `{source.path}` ({source.what}){status}: {run}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default=DEFAULT_MANIFEST, help="YAML manifest of rows")
+    parser.add_argument("--out", default="RESULTS.md", help="markdown file to write")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "training/make_results.py", *argv])
+    try:
+        try:
+            manifest = yaml.safe_load(Path(args.manifest).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ManifestError(f"{args.manifest}: cannot read the manifest ({err})") from err
+        text = render(manifest, args.manifest, command)
+    except ManifestError as err:
+        print(f"make_results.py: error: {err}", file=sys.stderr)
+        return 2
+    write_text_atomic(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
