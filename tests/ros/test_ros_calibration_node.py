@@ -281,7 +281,7 @@ def test_depth_overlay_colours_points_near_red_far_blue():
     image = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
     # camera frame = LiDAR frame; near point at pixel (159, 119), far one at (209, 119),
     # a third one behind the camera is not drawn
-    points = np.array([[-0.002, -0.002, 2.0], [2.0, -0.05, 10.0], [0.0, 0.0, -5.0]])
+    points = np.array([[-0.002, -0.002, 2.0], [1.98, -0.02, 10.0], [0.0, 0.0, -5.0]])
     out = depth_overlay(image, points, np.eye(4), camera, radius=0)
     near, far = out[119, 159], out[119, 209]
     assert near[0] >= 128 and max(near[1], near[2]) < 30, near  # (dark) red
