@@ -11,6 +11,7 @@ from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.engine.calibration_eval import (
     RECALL_STEPS,
     network_pixel_map,
+    online_frame,
     plot_recall_curves,
     recall_curves,
     registration_outputs,
@@ -19,7 +20,8 @@ from nclr_core.engine.calibration_eval import (
 )
 from nclr_core.engine.evaluation import PretextAccumulator
 from nclr_core.geometry.se3 import make_transform
-from nclr_core.inference import NetworkInput, SolverSettings
+from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
+from nclr_core.models.calibration_net import CalibrationNet
 
 H, W, STRIDE = 64, 128, 4
 K_NET = np.array([[60.0, 0.0, 63.5], [0.0, 60.0, 31.5], [0.0, 0.0, 1.0]])
@@ -124,3 +126,63 @@ def test_csv_and_png_are_written(tmp_path):
     assert (tmp_path / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         write_frames_csv(tmp_path / "empty.csv", [])
+
+
+# -- online regime through the real Calibrator, with an oracle network -------------------
+NET_H, NET_W, IN_H, IN_W = 64, 128, 200, 600
+POINT_RANGE = (-40.0, -40.0, -3.0, 40.0, 40.0, 3.0)
+TINY_MODEL = {"fpn_channels": 16, "point_base_channels": 8, "voxel_size": 0.5,
+              "point_range": POINT_RANGE, "channels": 16, "fusion_d_model": 32,
+              "fusion_heads": 2, "fusion_layers": 1, "fusion_keypoints": 32,
+              "max_match_points": 64, "min_match_points": 8, "min_match_cells": 16}
+K_IN = np.array([[300.0, 0.0, 299.5], [0.0, 300.0, 99.5], [0.0, 0.0, 1.0]])
+
+
+class OracleNet(CalibrationNet):
+    """Tiny untrained network whose overlap scores and match pixels are the ground truth
+    under T_GT, computed from the network-resolution K the Calibrator hands it."""
+
+    def forward(self, batch, pose_loss_enabled=False):
+        out = super().forward(batch, pose_loss_enabled)
+        xyz = batch["points"][:, :3].double().numpy()
+        K_net = batch["K"][0].double().numpy()
+        truth = overlap_ground_truth(xyz, T_GT, K_net, (NET_H, NET_W), self.stride, 1)
+        out["point_scores"] = torch.from_numpy(truth.point_overlap.astype(np.float32))
+        out["image_scores"] = torch.from_numpy(truth.image_overlap[None].astype(np.float32))
+        frame = out["matches"][0]
+        index = frame["point_index"].numpy()
+        frame["pixels"] = torch.from_numpy(truth.point_pixel[index])
+        frame["weights"] = torch.from_numpy(truth.point_overlap[index].astype(np.float32))
+        return out
+
+
+def test_online_frame_with_oracle_matches_is_exact_and_accepted():
+    torch.manual_seed(0)
+    network = NetworkInput(NET_H, NET_W, 4000, POINT_RANGE)
+    calibrator = Calibrator(OracleNet(**TINY_MODEL).eval(), network,
+                            SolverSettings(reprojection_threshold_px=1.0))
+    rng = np.random.default_rng(2)
+    xyz = np.column_stack((rng.uniform(3, 30, 3000), rng.uniform(-20, 20, 3000),
+                           rng.uniform(-2.5, 2.5, 3000)))
+    sample = {"image": rng.integers(0, 256, (IN_H, IN_W, 3), dtype=np.uint8),
+              "points": np.column_stack((xyz, rng.uniform(0, 1, 3000))).astype(np.float32),
+              "K": K_IN, "T_cam_lidar": T_GT}
+    T_init = make_transform(T_GT[:3, :3], T_GT[:3, 3] + [0.1, -0.05, 0.0])
+    outputs, batch, extra = online_frame(calibrator, sample, T_init, 1)
+    assert extra["accepted"] and extra["reason"] == ""
+    assert extra["prior_rte_m"] == pytest.approx(np.hypot(0.1, 0.05))
+    accumulator = PretextAccumulator()
+    accumulator.add(outputs, batch)
+    accumulator.records[-1].update({k: v for k, v in extra.items() if k != "reason"})
+    summary = summarize(accumulator, "online")
+    assert summary["rte_m_mean"] < 1e-3 and summary["rre_geodesic_deg_mean"] < 1e-2
+    assert summary["success_rate"] == 1.0 and summary["accepted_rate"] == 1.0
+    assert summary["match_err_px_mean"] < 1e-3 and summary["match_acc_5px"] == 1.0
+    assert summary["point_overlap_iou"] == 1.0 and summary["image_overlap_iou"] == 1.0
+
+    # a prior beyond the Calibrator's bounds: the estimate is rejected, the prior stays
+    far = make_transform(T_GT[:3, :3], T_GT[:3, 3] + [2.0, 0.0, 0.0])
+    outputs, _, extra = online_frame(calibrator, sample, far, 1)
+    assert not extra["accepted"] and "prior" in extra["reason"]
+    np.testing.assert_array_equal(outputs["T_pred"][0].numpy(), far)
+    assert extra["estimate_rte_m"] < 1e-3

@@ -1,7 +1,9 @@
 """evaluate_calibration.py on a tiny checkpoint and the tiny synthetic set: both regimes and
 the cosine + hard baseline, every metrics.json key, the CSV and the recall PNG."""
 import csv
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,6 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def _main():
-    import importlib.util
     spec = importlib.util.spec_from_file_location(
         "evaluate_calibration", REPO / "training" / "evaluate_calibration.py")
     module = importlib.util.module_from_spec(spec)
@@ -85,3 +86,29 @@ def test_bad_checkpoint_is_a_clear_error(tiny_synthetic, tmp_path, capsys):
     assert _main()(args) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()
+
+
+def test_untrained_registration_only_feeds_make_results(tiny_synthetic, tiny_checkpoint,
+                                                        tmp_path, monkeypatch):
+    out = tmp_path / "untrained"
+    args = ["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_synthetic),
+            "--split", "00", "--out", str(out), "--max-frames", "1", "--untrained",
+            "--regime", "registration"]
+    assert _main()(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["weights"] == "untrained" and "online" not in metrics
+    assert metrics["registration"]["num_frames"] == 1
+
+    # the generator reads this file: a figure per column, the recorded command cited
+    spec = importlib.util.spec_from_file_location("make_results",
+                                                  REPO / "training" / "make_results.py")
+    make_results = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = make_results
+    spec.loader.exec_module(make_results)
+    manifest = {"tables": [{"title": "t", "kind": "calibration", "rows": [
+        {"name": "untrained", "metrics": str(out / "metrics.json"),
+         "section": "registration"}]}]}
+    text = make_results.render(manifest, "m.yaml", "cmd")
+    row = next(line for line in text.splitlines() if line.startswith("| untrained"))
+    assert "not run" not in row and row.count("|") == len(make_results.DEFAULT_COLUMNS) + 2
+    assert metrics["command"] in text
