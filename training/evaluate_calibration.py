@@ -18,9 +18,11 @@ with the similarity W_f = I (cosine) and hard arg-max matching, then RANSAC-PnP.
 `--untrained` evaluates a freshly initialised model of the checkpoint's architecture
 (seeded by --seed) instead of its weights: the "untrained" reference.
 
-Writes into --out: `metrics.json` (per regime and method: the §8 metrics, recall curves;
-plus the command line and the checkpoint), `frames.csv` (one row per method, regime and
-frame) and `recall_curves.png` (recall vs RTE and RRE thresholds, paper Fig. 9).
+Writes into --out: `metrics.json` (per regime and method: the §8 metrics, recall curves,
+and for registration the LTA check `lta_check`: similarity of corresponding point and pixel
+features with and without W_f; plus the command line and the checkpoint), `frames.csv`
+(one row per method, regime and frame) and `recall_curves.png` (recall vs RTE and RRE
+thresholds, paper Fig. 9).
 """
 from __future__ import annotations
 
@@ -42,9 +44,11 @@ from nclr_core.data.pairs import PerturbedPrior
 from nclr_core.data.transforms import RNG_KEY, sample_rng
 from nclr_core.engine.calibration_eval import (
     REGIMES,
+    correspondence_similarities,
     online_frame,
     plot_recall_curves,
     registration_outputs,
+    similarity_summary,
     summarize,
     write_frames_csv,
 )
@@ -141,6 +145,7 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
                           pair_transform(cfg.data, train=False), args.seed, args.max_frames)
     accumulators = {name: PretextAccumulator(threshold=model.point_threshold)
                     for name, model in models.items()}
+    similarities: dict[str, tuple[list, list]] = {name: ([], []) for name in models}
     rows: list[dict] = []
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
                                          collate_fn=collate_pairs)
@@ -148,14 +153,23 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
         batch = batch_to(batch, device)
         for name, model in models.items():
             accumulator = accumulators[name]
-            robust, extras = registration_outputs(model(batch), batch, settings)
+            outputs = model(batch)
+            with_w, without_w = correspondence_similarities(outputs, batch,
+                                                            model.alignment.W, model.stride)
+            similarities[name][0].append(with_w)
+            similarities[name][1].append(without_w)
+            robust, extras = registration_outputs(outputs, batch, settings)
             first = len(accumulator.records)
             accumulator.add(robust, batch)
             for b, extra in enumerate(extras):
                 accumulator.records[first + b].update(extra)
                 rows.append({"method": name, "regime": "registration",
                              **_frame_ids(batch, b), **accumulator.records[first + b]})
-    return {name: summarize(acc, "registration") for name, acc in accumulators.items()}, rows
+    summaries = {}
+    for name, accumulator in accumulators.items():
+        summaries[name] = summarize(accumulator, "registration")
+        summaries[name]["lta_check"] = similarity_summary(*similarities[name])
+    return summaries, rows
 
 
 def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,

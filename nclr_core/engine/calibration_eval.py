@@ -21,8 +21,10 @@ pose errors are computed by one piece of code, the same as training's validation
   input-size mask read at each feature cell's centre (equal to the cell's thresholded
   score up to the mask's interpolation between neighbouring cells).
 
-`summarize` adds regime-level figures to `PretextAccumulator.summary`; `write_frames_csv`
-and `plot_recall_curves` (paper Fig. 9) write the per-frame table and the curves.
+`correspondence_similarities` gives the LTA check of METHOD.md §8 (paper Table 7) on the
+registration batches. `summarize` adds regime-level figures to
+`PretextAccumulator.summary`; `write_frames_csv` and `plot_recall_curves` (paper Fig. 9)
+write the per-frame table and the curves.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import pose_errors, recall_curve
 from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
-from nclr_core.models.feature_grid import cell_centers
+from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
 
 REGIMES = ("registration", "online")
 
@@ -94,6 +96,43 @@ def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     robust["pose_valid"] = torch.tensor(valid)
     robust["reproj_error"] = torch.tensor(error, dtype=torch.float64)
     return robust, extras
+
+
+def correspondence_similarities(outputs: Mapping[str, Any], batch: Mapping[str, Any],
+                                W: torch.Tensor, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity of corresponding point and pixel features, with and without W_f.
+
+    Every point in the ground-truth overlap is paired with the stride-s feature cell that
+    contains its ground-truth projection; both features are L2-normalised and the
+    similarities F̃ᴾ W_f F̃ᴵᵀ and F̃ᴾ F̃ᴵᵀ are returned unscaled by τ (paper Table 7).
+
+    Args:
+        outputs: `point_feats` (N_total, C), `image_feats` (B, C, h, w) of `CalibrationNet`.
+        batch: `offset` (B,), `point_overlap` (N_total,), `point_pixel` (N_total, 2).
+        W: (C, C) W_f of the model's alignment (the identity for cosine similarity).
+        stride: pixels per feature cell of `image_feats`.
+    Returns:
+        (P,) with W_f and (P,) without, float64, P = points in the overlap.
+    """
+    image_feats = outputs["image_feats"].detach()
+    h, w = image_feats.shape[-2:]
+    ends = batch["offset"].tolist()
+    with_w, without_w = [], []
+    for b, (start, end) in enumerate(zip([0, *ends[:-1]], ends, strict=True)):
+        inside = batch["point_overlap"][start:end].bool()
+        if not bool(inside.any()):
+            continue
+        cells = torch.round(pixel_to_cell(batch["point_pixel"][start:end][inside].double(),
+                                          stride)).long()
+        col, row = cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)
+        f_i = torch.nn.functional.normalize(image_feats[b, :, row, col].T.double(), dim=1)
+        f_p = torch.nn.functional.normalize(
+            outputs["point_feats"].detach()[start:end][inside].double(), dim=1)
+        without_w.append((f_p * f_i).sum(1))
+        with_w.append(((f_p @ W.detach().to(f_p)) * f_i).sum(1))
+    if not with_w:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(with_w).cpu().numpy(), torch.cat(without_w).cpu().numpy()
 
 
 def network_pixel_map(network_input: NetworkInput, image_hw: tuple[int, int],
@@ -195,6 +234,18 @@ def recall_curves(records: Sequence[Mapping[str, Any]], regime: str) -> dict[str
     rre = [r["rre_euler_deg"] for r in records]
     return {"rte_thresholds_m": rte_t.tolist(), "recall_rte": recall_curve(rte, rte_t).tolist(),
             "rre_thresholds_deg": rre_t.tolist(), "recall_rre": recall_curve(rre, rre_t).tolist()}
+
+
+def similarity_summary(with_w: Sequence[np.ndarray], without_w: Sequence[np.ndarray]
+                       ) -> dict[str, float]:
+    """Mean ± std over all pairs of `correspondence_similarities` outputs (paper Table 7)."""
+    a = np.concatenate([np.zeros(0), *with_w])
+    b = np.concatenate([np.zeros(0), *without_w])
+    if a.size == 0:
+        return {"num_pairs": 0}
+    return {"num_pairs": int(a.size),
+            "with_W_mean": float(a.mean()), "with_W_std": float(a.std()),
+            "without_W_mean": float(b.mean()), "without_W_std": float(b.std())}
 
 
 def summarize(accumulator: PretextAccumulator, regime: str) -> dict[str, Any]:

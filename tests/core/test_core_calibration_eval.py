@@ -10,11 +10,13 @@ import torch
 from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.engine.calibration_eval import (
     RECALL_STEPS,
+    correspondence_similarities,
     network_pixel_map,
     online_frame,
     plot_recall_curves,
     recall_curves,
     registration_outputs,
+    similarity_summary,
     summarize,
     write_frames_csv,
 )
@@ -22,6 +24,7 @@ from nclr_core.engine.evaluation import PretextAccumulator
 from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.models.feature_grid import pixel_to_cell
 
 H, W, STRIDE = 64, 128, 4
 K_NET = np.array([[60.0, 0.0, 63.5], [0.0, 60.0, 31.5], [0.0, 0.0, 1.0]])
@@ -186,3 +189,26 @@ def test_online_frame_with_oracle_matches_is_exact_and_accepted():
     assert not extra["accepted"] and "prior" in extra["reason"]
     np.testing.assert_array_equal(outputs["T_pred"][0].numpy(), far)
     assert extra["estimate_rte_m"] < 1e-3
+
+
+def test_correspondence_similarities_pair_each_point_with_its_true_cell():
+    _, batch = _frame(4)
+    h, w = batch["image_overlap"].shape[1:]
+    generator = torch.Generator().manual_seed(0)
+    image_feats = torch.randn(1, 8, h, w, generator=generator)
+    # each overlap point carries (3x) the feature of the cell holding its true projection
+    cells = torch.round(pixel_to_cell(batch["point_pixel"].double(), STRIDE)).long()
+    point_feats = torch.randn(len(batch["points"]), 8, generator=generator)
+    inside = batch["point_overlap"]
+    point_feats[inside] = 3 * image_feats[0, :, cells[inside, 1], cells[inside, 0]].T
+    W = torch.diag(torch.linspace(0.5, 2.0, 8))
+    outputs = {"point_feats": point_feats, "image_feats": image_feats}
+    batch["offset"] = torch.tensor([len(batch["points"])])
+    with_w, without_w = correspondence_similarities(outputs, batch, W, STRIDE)
+    assert len(with_w) == len(without_w) == int(inside.sum())
+    np.testing.assert_allclose(without_w, 1.0, atol=1e-6)  # identical directions
+    f = torch.nn.functional.normalize(point_feats[inside].double(), dim=1)
+    np.testing.assert_allclose(with_w, ((f @ W.double()) * f).sum(1).numpy(), atol=1e-6)
+    summary = similarity_summary([with_w], [without_w])
+    assert summary["num_pairs"] == len(with_w)
+    assert summary["without_W_mean"] == pytest.approx(1.0) and summary["without_W_std"] < 1e-6

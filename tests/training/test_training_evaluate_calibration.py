@@ -63,6 +63,11 @@ def test_both_regimes_with_the_baseline_write_every_key(tiny_synthetic, tiny_che
         assert section["num_frames"] == 2, name
         assert 0.0 <= section["success_rate"] <= 1.0
         assert len(section["recall_curves"]["recall_rte"]) > 2
+    for section in (metrics["registration"], metrics["baseline_cosine_hard"]["registration"]):
+        assert section["lta_check"]["num_pairs"] > 0
+    # the baseline's W_f = I: with and without W_f coincide
+    lta = metrics["baseline_cosine_hard"]["registration"]["lta_check"]
+    assert lta["with_W_mean"] == pytest.approx(lta["without_W_mean"])
     online = metrics["online"]
     assert 0.0 <= online["accepted_rate"] <= 1.0
     # the prior is drawn within ±10° about one axis and ±25 cm per axis
