@@ -245,10 +245,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if BASELINE in per_method:
             metrics.setdefault(BASELINE, {})[regime] = per_method[BASELINE]
     write_frames_csv(out / "frames.csv", rows)
-    plot_recall_curves(out / "recall_curves.png",
-                       {regime: {name: summary["recall_curves"]
-                                 for name, summary in per_method.items()}
-                        for regime, per_method in summaries.items()})
+    curves = {regime: {name: summary["recall_curves"] for name, summary in per_method.items()}
+              for regime, per_method in summaries.items()}
+    if "online" in summaries:
+        curves["online"]["prior T_init"] = summaries["online"][METHOD]["prior_recall_curves"]
+    plot_recall_curves(out / "recall_curves.png", curves)
     write_metrics_json(out / "metrics.json", metrics)
     log.info("written to %s", out)
     return metrics
