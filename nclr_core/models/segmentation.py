@@ -181,26 +181,39 @@ def instance_center_offsets(xyz: torch.Tensor, batch: torch.Tensor, instances: t
     return target
 
 
-def _chunked_neighbour_mean(seeds: torch.Tensor, points: torch.Tensor, radius: float,
-                            chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of the points within `radius` of each seed, and their count (flat kernel)."""
-    means, counts = [], []
+def _chunked_neighbour_mean(seeds: torch.Tensor, points: torch.Tensor, weights: torch.Tensor,
+                            radius: float, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean of the points within `radius` of each seed, and their total weight."""
+    means, totals = [], []
     for start in range(0, seeds.shape[0], chunk):
         near = (torch.cdist(seeds[start:start + chunk], points) <= radius).to(points.dtype)
-        count = near.sum(dim=1)
-        means.append((near @ points) / count.clamp(min=1).unsqueeze(1))
-        counts.append(count)
-    return torch.cat(means), torch.cat(counts)
+        near = near * weights
+        total = near.sum(dim=1)
+        means.append((near @ points) / total.clamp(min=1).unsqueeze(1))
+        totals.append(total)
+    return torch.cat(means), torch.cat(totals)
+
+
+def _grid_means(points: torch.Tensor, cell: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor]:
+    """Mean point and point count of each occupied cell of edge `cell`, and each point's cell."""
+    _, inverse = torch.unique(torch.floor(points / cell).long(), dim=0, return_inverse=True)
+    count = torch.bincount(inverse).to(points.dtype)
+    means = points.new_zeros((count.numel(), 3)).index_add_(0, inverse, points) / count[:, None]
+    return means, count, inverse
 
 
 def mean_shift(points: torch.Tensor, bandwidth: float, min_points: int, max_iter: int = 30,
                chunk: int = 1024) -> torch.Tensor:
     """Flat-kernel mean-shift clustering (bin-seeded, like scikit-learn's `bin_seeding`).
 
-    Seeds are the means of the points in each cell of a grid of edge `bandwidth`; each seed
-    moves to the mean of the points within `bandwidth` until it stops (shift < 1e-3 of the
-    bandwidth) or `max_iter`. Modes are merged greedily, densest first: a mode within
-    `bandwidth` of a kept one is dropped. Each point joins its nearest kept mode.
+    For speed the points are first summarised by the mean and count of each cell of a grid
+    of edge bandwidth / 4 (the kernel then weighs each summary by its count). Seeds are the
+    means of the points in each cell of a grid of edge `bandwidth`; each seed moves to the
+    weighted mean of the summaries within `bandwidth` until no seed moves more than 1e-3 of
+    the bandwidth, or `max_iter`; seeds that meet (within 1e-2 of the bandwidth) are merged
+    on the way. Modes are then merged greedily, densest first: a mode within `bandwidth` of a
+    kept one is dropped. Each point joins the nearest kept mode.
 
     Args:
         points: (M, 3) float, e.g. thing points shifted by their predicted offsets.
@@ -218,14 +231,13 @@ def mean_shift(points: torch.Tensor, bandwidth: float, min_points: int, max_iter
     if m == 0:
         return ids
     points = points.float()
-    _, cell = torch.unique(torch.floor(points / bandwidth).long(), dim=0, return_inverse=True)
-    count = torch.bincount(cell).to(points.dtype)
-    seeds = points.new_zeros((count.numel(), 3)).index_add_(0, cell, points) / count[:, None]
-    strength = count
+    summary, weight, summary_of_point = _grid_means(points, bandwidth / 4)
+    seeds, strength, _ = _grid_means(points, bandwidth)
     for _ in range(max_iter):
-        moved, strength = _chunked_neighbour_mean(seeds, points, bandwidth, chunk)
+        moved, strength = _chunked_neighbour_mean(seeds, summary, weight, bandwidth, chunk)
         shift = (moved - seeds).norm(dim=1).max()
-        seeds = moved
+        _, first = _unique_rows(torch.round(moved / (1e-2 * bandwidth)).long())
+        seeds, strength = moved[first], strength[first]
         if float(shift) < 1e-3 * bandwidth:
             break
     order = torch.argsort(strength, descending=True, stable=True)
@@ -238,11 +250,21 @@ def mean_shift(points: torch.Tensor, bandwidth: float, min_points: int, max_iter
             keep.append(i)
             suppressed |= close[i]
     modes = seeds[keep]
-    nearest = torch.cat([torch.cdist(points[s:s + chunk], modes).argmin(dim=1)
-                         for s in range(0, m, chunk)])
+    nearest_summary = torch.cat([torch.cdist(summary[s:s + chunk], modes).argmin(dim=1)
+                                 for s in range(0, summary.shape[0], chunk)])
+    nearest = nearest_summary[summary_of_point]
     sizes = torch.bincount(nearest, minlength=modes.shape[0])
     rank = torch.argsort(sizes, descending=True, stable=True)
     new_id = torch.zeros_like(sizes)
     big = sizes[rank] >= min_points
     new_id[rank[big]] = torch.arange(1, int(big.sum()) + 1, device=points.device)
     return new_id[nearest]
+
+
+def _unique_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique rows of an (S, D) integer tensor and the first index of each."""
+    unique, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    positions = torch.arange(keys.shape[0], device=keys.device)
+    first = torch.full((unique.shape[0],), keys.shape[0], dtype=torch.long, device=keys.device)
+    first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+    return unique, first
