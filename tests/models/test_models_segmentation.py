@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -83,3 +84,26 @@ def test_panoptic_prediction_votes_the_class_of_each_instance():
     assert torch.all(sem[:30] == 0) and torch.all(sem[30:60] == 1) and torch.all(sem[60:] == 2)
     assert set(inst[:30].tolist()) == {1} and set(inst[30:60].tolist()) == {2}
     assert torch.all(inst[60:] == 0)  # stuff points carry no instance
+
+
+def test_segmenter_labels_every_point_of_a_real_kitti_scan(real_data):
+    from nclr_core.segmenter import Segmenter
+
+    path = real_data / "kitti_object" / "training" / "velodyne" / "000001.bin"
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    torch.manual_seed(0)
+    model = SegmentationNet({**BACKBONE, "voxel_size": 1.0,
+                             "point_range": [-16.0, -16.0, -3.0, 16.0, 16.0, 1.0]}, 3)
+    segmenter = Segmenter(model, ["a", "b", "c"])
+    result = segmenter.run(points)
+    assert result.labels.shape == (len(points),) and result.labels.dtype == np.uint16
+    assert result.labels.max() < 3
+    assert np.all((result.confidence >= 1 / 3 - 1e-6) & (result.confidence <= 1))
+    xyz = points[:, :3]
+    inside = np.all((xyz >= [-16, -16, -3]) & (xyz <= [16, 16, 1]), axis=1)
+    np.testing.assert_array_equal(result.in_range, inside)
+    assert 0 < inside.sum() < len(points)
+    labels, confidence = segmenter.segment(points[:10])
+    assert labels.shape == confidence.shape == (10,)
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
+        segmenter.segment(points[:, :3])
