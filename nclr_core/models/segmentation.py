@@ -8,8 +8,9 @@
   [1.2 m], clusters under [50] points dropped); each instance's points then take the
   majority semantic class of the instance.
 
-Loss (`SegmentationNet.loss`): cross-entropy with an ignore label, plus (panoptic) the L1
-norm of the offset error, averaged over thing points that carry an instance id (> 0).
+Loss (`SegmentationNet.loss`): cross-entropy with an ignore label, plus (panoptic) the
+Euclidean norm of the offset error, averaged over thing points that carry an instance id
+(> 0). An instance is one (frame, class, instance id).
 """
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ class SegmentationNet(nn.Module):
                 raise ValueError("the instance head needs per-point instance ids")
             batch = batch_index_from_offset(offset, points.shape[0])
             valid = self.is_thing(labels) & (instances > 0)
-            target = instance_center_offsets(points[:, :3], batch, instances, valid)
+            target = instance_center_offsets(points[:, :3], batch, labels, instances, valid)
             predicted = outputs["offsets"]
             if bool(valid.any()):
                 loss_offset = (predicted[valid] - target[valid]).norm(dim=1).mean()
@@ -160,20 +161,21 @@ class SegmentationNet(nn.Module):
         return semantic, instance
 
 
-def instance_center_offsets(xyz: torch.Tensor, batch: torch.Tensor, instances: torch.Tensor,
-                            valid: torch.Tensor) -> torch.Tensor:
-    """Offset from each point to the centre (mean) of its instance.
+def instance_center_offsets(xyz: torch.Tensor, batch: torch.Tensor, labels: torch.Tensor,
+                            instances: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Offset from each point to the centre (mean) of its instance, i.e. of the points with
+    the same (frame, class, instance id).
 
     Args:
-        xyz: (N, 3) metres; batch (N,) frame index; instances (N,) ids (unique per frame);
-        valid: (N,) bool, the points that belong to an instance.
+        xyz: (N, 3) metres; batch (N,) frame index; labels (N,) semantic class;
+        instances (N,) instance ids; valid: (N,) bool, the points that belong to an instance.
     Returns:
         (N, 3) centre - xyz for valid points, 0 elsewhere.
     """
     target = torch.zeros_like(xyz)
     if not bool(valid.any()):
         return target
-    key = torch.stack((batch[valid], instances[valid]), dim=1)
+    key = torch.stack((batch[valid], labels[valid], instances[valid]), dim=1)
     _, group = torch.unique(key, dim=0, return_inverse=True)
     count = torch.bincount(group).to(xyz.dtype)
     sums = xyz.new_zeros((count.numel(), 3)).index_add_(0, group, xyz[valid])

@@ -52,14 +52,19 @@ def test_bad_configuration_raises():
         SegmentationNet(BACKBONE, num_classes=3, thing_classes=[7])
 
 
-def test_instance_center_offsets_point_to_the_mean_per_frame_and_instance():
+def test_instance_center_offsets_point_to_the_mean_per_frame_class_and_instance():
     xyz = torch.tensor([[0.0, 0, 0], [2, 0, 0], [10, 0, 0], [0, 4, 0], [5, 5, 5]])
     batch = torch.tensor([0, 0, 0, 1, 1])
+    labels = torch.tensor([0, 0, 0, 0, 3])
     instances = torch.tensor([1, 1, 2, 1, 0])  # id 1 in frame 0 and frame 1 are different
     valid = instances > 0
-    target = instance_center_offsets(xyz, batch, instances, valid)
+    target = instance_center_offsets(xyz, batch, labels, instances, valid)
     expected = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]])
     torch.testing.assert_close(target, expected)
+    # the same instance id on points of two classes: two instances
+    labels = torch.tensor([0, 1, 0, 0, 3])
+    target = instance_center_offsets(xyz, batch, labels, instances, valid)
+    torch.testing.assert_close(target[:2], torch.zeros(2, 3))
 
 
 def test_mean_shift_separates_two_blobs_and_drops_small_clusters():
