@@ -215,11 +215,11 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
 
     batch_size = min(cfg.train.batch_size, len(train_set))
     batches_per_epoch = len(train_set) // batch_size
-    total_steps = cfg.train.epochs * batches_per_epoch
+    total_steps = cfg.train.steps or cfg.train.epochs * batches_per_epoch
     stop_step = min(total_steps, cfg.train.max_steps or total_steps)
     if stop_step < 1:
-        raise ConfigError(f"nothing to train: train.epochs = {cfg.train.epochs}, "
-                          f"train.max_steps = {cfg.train.max_steps}")
+        raise ConfigError(f"nothing to train: train.epochs = {cfg.train.epochs}, train.steps "
+                          f"= {cfg.train.steps}, train.max_steps = {cfg.train.max_steps}")
     model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)

@@ -61,11 +61,14 @@ class SegTrainConfig:
     """Optimisation (METHOD.md §7): AdamW, cosine schedule with linear warm-up."""
 
     epochs: int = 30
+    # fixed number of optimiser steps (the schedule's length), replacing epochs when set:
+    # the same compute at every label fraction
+    steps: int | None = None
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 1e-3
     warmup_fraction: float = 0.05
-    max_steps: int | None = None  # stop early (CPU budgets, smoke tests)
+    max_steps: int | None = None  # stop early, schedule unchanged (smoke tests)
     grad_clip_norm: float | None = 10.0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
