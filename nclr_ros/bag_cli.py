@@ -6,6 +6,9 @@
     nclr-bag play BAG [--rate R] [--loop] [--clock] [--topics T ...] [--reliable]
                       [--delay S]
     nclr-bag check BAG [--image-topic T] [--info-topic T] [--points-topic T] [--slop S]
+    nclr-bag eval BAG --checkpoint C --out DIR [--ground-truth FILE] [--live]
+                      [--prior-deg D --prior-m M] [--image-topic T] [--info-topic T]
+                      [--points-topic T]
 
 Bad input (missing source folder, unreadable or corrupt bag, missing topics) prints one
 line `nclr-bag: error: ...` on stderr and exits with status 2.
@@ -14,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from nclr_core.geometry.se3 import rpy_from_matrix
 from nclr_ros.bag_convert import SOURCES, STORAGES, convert
+from nclr_ros.bag_eval import EvalOptions, evaluate
 from nclr_ros.bag_messages import BagError, BagTopics
 from nclr_ros.bag_play import PlayOptions, play
 from nclr_ros.bag_read import BagFrames
@@ -74,6 +80,33 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--slop", type=float, default=0.05,
                      help="largest image/cloud stamp gap paired (s)")
     chk.add_argument("--queue-size", type=int, default=10, help="pairer queue per stream")
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint as a calibrator on a bag "
+                                     "(offline, or --live through the node)")
+    ev.add_argument("bag", help="bag folder")
+    ev.add_argument("--checkpoint", required=True, help="NCLR checkpoint (.pt)")
+    ev.add_argument("--out", required=True, help="output folder (frames.csv, metrics.json, "
+                                                 "plots, overlays/)")
+    ev.add_argument("--ground-truth", type=Path,
+                    help="calibration file (.yaml/.json); default: the bag's /tf_static")
+    ev.add_argument("--live", action="store_true",
+                    help="start the calibration node and play the bag into it (lock-step)")
+    ev.add_argument("--prior-deg", type=float,
+                    help="online regime: prior rotated this far from the ground truth (deg)")
+    ev.add_argument("--prior-m", type=float,
+                    help="online regime: prior shifted this far from the ground truth (m)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the prior's directions")
+    ev.add_argument("--image-topic", default=_DEFAULTS.image,
+                    help="Image topic (or its /compressed CompressedImage)")
+    ev.add_argument("--info-topic", default=_DEFAULTS.info, help="CameraInfo topic")
+    ev.add_argument("--points-topic", default=_DEFAULTS.points, help="PointCloud2 topic")
+    ev.add_argument("--tf-static-topic", default=_DEFAULTS.tf_static)
+    ev.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    ev.add_argument("--overlays", type=int, default=3, help="overlay images written")
+    ev.add_argument("--timeout", type=float, default=120.0,
+                    help="live: longest wait for the node on one message (s)")
+    ev.add_argument("--threads", type=int,
+                    help="torch CPU threads (offline and node); 1 makes estimates reproducible")
     return parser
 
 
@@ -126,7 +159,31 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"convert": _convert, "play": _play, "check": _check}
+def _eval(args: argparse.Namespace) -> int:
+    topics = BagTopics(image=args.image_topic, info=args.info_topic, points=args.points_topic,
+                       tf_static=args.tf_static_topic)
+    options = EvalOptions(checkpoint=Path(args.checkpoint), out=Path(args.out), topics=topics,
+                          ground_truth=args.ground_truth, live=args.live,
+                          prior_deg=args.prior_deg, prior_m=args.prior_m, seed=args.seed,
+                          device=args.device, overlays=args.overlays, timeout_s=args.timeout,
+                          threads=args.threads)
+    m = evaluate(args.bag, options, shlex.join(["nclr-bag", *args.argv]))
+    s, c = m["per_frame_summary"], m["counts"]
+    print(f"{m['mode']}: {c['processed']} pairs calibrated ({c['valid']} valid, "
+          f"{c['accepted']} accepted, {c['dropped_pairs']} pairs dropped); per-frame RRE "
+          f"{s['rre_euler_deg_median']:.3f} deg, RTE {s['rte_m_median']:.4f} m (median of "
+          f"valid); latency {m['latency_s']['mean']:.3f} s")
+    a = m["aggregate"]
+    if a["available"]:
+        print(f"aggregated estimate: RRE {a['rre_euler_deg']:.3f} deg "
+              f"(geodesic {a['rre_geodesic_deg']:.3f} deg), RTE {a['rte_m']:.4f} m")
+    else:
+        print("aggregated estimate: none (too few accepted frames)")
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+_COMMANDS = {"convert": _convert, "play": _play, "check": _check, "eval": _eval}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _COMMANDS[args.command](args)

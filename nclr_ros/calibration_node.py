@@ -15,7 +15,9 @@ Valid per-frame estimates feed a `TemporalEstimator`; its aggregate is published
 Publishes: `~/extrinsics` (TransformStamped, parent = camera frame, child = LiDAR frame,
 i.e. T_cam_lidar; reliable + transient local), `~/overlap_mask` (mono8, input size and
 header), `~/points_overlap` (PointCloud2 x y z + `overlap` float32, cloud header),
-`~/overlay` (rgb8, points coloured by depth; only while subscribed), `/diagnostics`, and
+`~/overlay` (rgb8, points coloured by depth; only while subscribed), `~/frame_estimates`
+(one DiagnosticArray per processed pair: the per-frame estimate, accepted or not, as a
+`nclr_ros.frame_record.FrameRecord`; header = the image's), `/diagnostics`, and
 optionally `/tf_static`. Service `~/save_calibration` (std_srvs/Trigger) writes the
 calibration files (`nclr_core.io.calibration_files`); they are also written on shutdown.
 
@@ -69,6 +71,7 @@ from nclr_ros.conversions import (
     xyz_fields_to_pointcloud2,
 )
 from nclr_ros.dds_profile import apply_default_profile
+from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 NODE_NAME = "nclr_calibration"
@@ -259,7 +262,8 @@ class CalibrationNode(Node):
         self._job: _Job | None = None
         self._busy = False
         self._stop = False
-        self.counts = {"images_received": 0, "clouds_received": 0, "pairs_received": 0,
+        self.counts = {"camera_infos_received": 0, "images_received": 0,
+                       "clouds_received": 0, "pairs_received": 0,
                        "pairs_processed": 0, "pairs_dropped": 0, "estimates_accepted": 0,
                        "estimates_rejected": 0}
         self.bad_input: dict[str, int] = {}
@@ -284,6 +288,7 @@ class CalibrationNode(Node):
         self.pub_points = self.create_publisher(PointCloud2, "~/points_overlap", 5)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", 5)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_frames = self.create_publisher(DiagnosticArray, "~/frame_estimates", 10)
         self.pub_tf_static = None
         if p["publish_tf_static"]:
             try:
@@ -322,6 +327,8 @@ class CalibrationNode(Node):
 
     # -- subscriptions --------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self.counts["camera_infos_received"] += 1
         try:
             self.camera = camera_info_to_camera(msg)
         except ValueError as err:
@@ -441,6 +448,12 @@ class CalibrationNode(Node):
             result = self.calibrator.calibrate(image.data, cloud.data, image.camera, self.prior)
         except ValueError as err:
             self._bad("calibration_input", f"pair skipped: {err}")
+            with self._lock:
+                aggregate = self.aggregate
+            self._publish_frame(job, FrameRecord.input_error(
+                job.pair.image_stamp, job.pair.cloud_stamp, str(err),
+                None if aggregate is None else aggregate.T_cam_lidar,
+                time.monotonic() - job.formed))
             return
         quality = result.quality
         with self._lock:
@@ -453,9 +466,15 @@ class CalibrationNode(Node):
             self.last_result = result
             self._frames = (camera_frame, lidar_frame, _stamp_seconds(image.header))
             self._camera_used = image.camera
+        why = "" if accepted else (
+            quality.reason or "outside the prior bounds of the temporal estimator")
         if not accepted:
-            why = quality.reason or "outside the prior bounds of the temporal estimator"
             self.get_logger().debug(f"frame estimate rejected: {why}")
+        self._publish_frame(job, FrameRecord(
+            job.pair.image_stamp, job.pair.cloud_stamp, quality.valid, accepted, why,
+            quality.num_inliers, quality.reprojection_error_px, quality.overlap_ratio,
+            result.T_cam_lidar, None if aggregate is None else aggregate.T_cam_lidar,
+            time.monotonic() - job.formed))
 
         mask = array_to_image(result.image_overlap_mask, "mono8", image.header)
         self.pub_mask.publish(mask)
@@ -473,6 +492,16 @@ class CalibrationNode(Node):
                 self.pub_overlay.publish(array_to_image(overlay, "rgb8", image.header))
         with self._lock:
             self.last_latency_s = time.monotonic() - job.formed
+
+    def _publish_frame(self, job: _Job, record: FrameRecord) -> None:
+        """Publish one pair's record on ~/frame_estimates (header: the image's)."""
+        status = DiagnosticStatus(name=f"{self.get_name()}{STATUS_SUFFIX}", hardware_id="nclr",
+                                  level=DiagnosticStatus.OK if record.accepted
+                                  else DiagnosticStatus.WARN, message=record.reason)
+        status.values = [KeyValue(key=k, value=v) for k, v in record.to_values().items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header = job.pair.image.header
+        self.pub_frames.publish(msg)
 
     def _publish_transform(self, T: np.ndarray, header: Header, camera_frame: str,
                            lidar_frame: str) -> None:
