@@ -1,0 +1,1 @@
+"""Performance harness: `python benchmarks/run.py [--quick] --out DIR` (see run.py)."""

@@ -1,0 +1,177 @@
+"""Markdown tables of a benchmark result (the dict that run.py writes as benchmarks.json)."""
+from __future__ import annotations
+
+from typing import Any
+
+ACCURACY_SLACK = 1e-3  # relative: ours "at least as accurate" within rounding of the medians
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _g(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def _skipped_or_error(section: Any) -> str | None:
+    if isinstance(section, dict) and "skipped" in section:
+        return f"skipped: {section['skipped']}\n"
+    if isinstance(section, dict) and "error" in section:
+        return f"**error**: `{section['error']}`\n"
+    return None
+
+
+def not_worse(ours: dict[str, float], reference: dict[str, float]) -> bool:
+    """Both median errors of ours within ACCURACY_SLACK (relative) of the reference's or below."""
+    return all(ours[k] <= reference[k] * (1 + ACCURACY_SLACK) + 1e-12 for k in ours)
+
+
+def epnp(section: dict[str, Any]) -> str:
+    acc = section["accuracy"]
+    names = ("ours_epnp_gn", "opencv_epnp", "opencv_epnp_iterative")
+    rows = [[r["n"], r["noise_px"], *[f"{_g(r[k]['rotation_error_deg_median'])} / "
+                                      f"{_g(r[k]['translation_error_m_median'])}"
+                                      for k in names],
+             "yes" if not_worse(r["ours_epnp_gn"], r["opencv_epnp_iterative"]) else "**no**"]
+            for r in acc]
+    out = ("Median rotation error (deg) / translation error (m) over "
+           f"{acc[0]['problems']} random problems per cell.\n\n")
+    out += _table(["N", "noise px", "ours (EPnP + GN)", "OpenCV EPNP", "OpenCV EPNP+ITERATIVE",
+                   "ours <= EPNP+ITERATIVE"], rows)
+    thr = section["throughput"]
+    rows = [[r["n"], r["batch"], *[_g(r[k]["problems_per_s"]) for k in names],
+             _g(r["speed_ratio_ours_over_opencv_epnp"]),
+             _g(r["speed_ratio_ours_over_opencv_epnp_iterative"])] for r in thr]
+    out += "\nThroughput (problems/s; ours batched in one call, OpenCV looped), 1 px noise.\n\n"
+    out += _table(["N", "batch", "ours", "OpenCV EPNP", "OpenCV EPNP+ITERATIVE",
+                   "ours / EPNP", "ours / EPNP+ITERATIVE"], rows)
+    rows = [[r["n"], f"{r['outlier_ratio']:.0%}", r["problems"],
+             *[f"{_g(r[k]['rotation_error_deg_median'])} / "
+               f"{_g(r[k]['translation_error_m_median'])}" for k in ("ours_ransac",
+                                                                     "opencv_ransac")],
+             _ms(r["ours_ransac"]["seconds_per_problem_median"]),
+             _ms(r["opencv_ransac"]["seconds_per_problem_median"]),
+             _g(r["speed_ratio_ours_over_opencv"])] for r in section["ransac"]]
+    out += ("\nRANSAC (threshold 8 px, at most 1000 hypotheses, confidence 0.999, 1 px noise): "
+            "median errors (deg / m), ms per problem, speed ratio ours / OpenCV.\n\n")
+    out += _table(["N", "outliers", "problems", "ours", "OpenCV solvePnPRansac", "ours ms",
+                   "OpenCV ms", "ours / OpenCV"], rows)
+    return out
+
+
+def _inference_cases(cases: dict[str, Any]) -> str:
+    stage_keys = ("image_encoder_s", "point_encoder_s", "fusion_s", "matching_s", "pnp_s",
+                  "total_s")
+    rows, notes = [], []
+    for name, case in cases.items():
+        why = _skipped_or_error(case)
+        if why:
+            notes.append(f"- {name}: {why.strip()}")
+            continue
+        s = case["stages_median_s"]
+        w, h = case["network_image_wh"]
+        rows.append([name, f"{case['network_points']} pts, {w}x{h}",
+                     *[_ms(s[k]) for k in stage_keys], _g(case["frames_per_s"]),
+                     f"{case['memory']['peak_rss_mib']:.0f}",
+                     _ms(case["calibrator"]["seconds_median"])])
+    out = _table(["case", "network input", "image enc", "point enc", "fusion", "matching",
+                  "PnP", "total", "frames/s", "peak RSS MiB", "Calibrator ms"], rows)
+    return out + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def inference(section: dict[str, Any]) -> str:
+    out = "Milliseconds per stage (median), one frame, `torch.no_grad()`.\n\n"
+    for device in ("cpu", "gpu"):
+        why = _skipped_or_error(section.get(device))
+        out += f"\n**{device.upper()}**" + (f": {why}" if why else "\n\n" +
+                                             _inference_cases(section[device]))
+    first = next((c for c in section["cpu"].values() if "input" in c), None)
+    if first:
+        out += f"\nInput: {first['input']} ({first['raw_points']} points).\n"
+    return out
+
+
+def node(section: dict[str, Any]) -> str:
+    rows = [[section["input_rate_hz"], section["seconds"], section["pairs_published"],
+             section["pairs_received"], section["pairs_processed"],
+             f"{section['processed_share']:.1%}", _g(section["processed_pairs_per_s"]),
+             _g(section["last_latency_s"])]]
+    w, h = section["image_wh"]
+    return (f"{section['model']}; {w}x{h} images, {section['points_per_cloud']} points per "
+            "cloud.\n\n" + _table(["input Hz", "seconds", "published", "received", "processed",
+                                   "processed share", "processed pairs/s", "last latency s"],
+                                  rows))
+
+
+def training(section: dict[str, Any]) -> str:
+    out = ""
+    for device in ("cpu", "gpu"):
+        why = _skipped_or_error(section.get(device))
+        if why:
+            out += f"\n**{device.upper()}**: {why}"
+            continue
+        rows = [[name, c["batch_size"], c["points_per_batch"], "x".join(map(str, c["image_hw"])),
+                 _ms(c["step_s"]["median_s"]), f"{c['memory']['peak_rss_mib']:.0f}",
+                 _g(c["memory"].get("cuda_peak_allocated_mib", float("nan")))]
+                for name, c in section[device].items()]
+        out += f"\n**{device.upper()}**\n\n" + _table(
+            ["config", "batch", "points", "image HxW", "step ms", "peak RSS MiB",
+             "CUDA peak MiB"], rows)
+    return out
+
+
+def data(section: dict[str, Any]) -> str:
+    rows = []
+    for name, r in section["readers"].items():
+        why = _skipped_or_error(r)
+        rows.append([name, why.strip()] + [""] * 3 if why else
+                    [name, r["frames"], r["points_first_frame"], _g(r["raw_frames_per_s"]),
+                     _g(r["pairs_frames_per_s"])])
+    out = _table(["reader", "frames", "points", "raw frames/s", "pairs frames/s"], rows)
+    g = section["synthetic_generation"]
+    why = _skipped_or_error(g)
+    if why:
+        return out + "\nSynthetic generation: " + why
+    s = g["settings"]
+    return out + (f"\nSynthetic generation ({s['width']}x{s['height']}, {s['beams']} beams): "
+                  f"{_g(g['frames_per_s_generate_median'])} frames/s generated, "
+                  f"{_g(g['frames_per_s_generate_and_write_median'])} frames/s generated and "
+                  f"written ({g['cpus_available']} CPUs available).\n")
+
+
+def spconv(section: dict[str, Any]) -> str:
+    rows = [[f"{section['points']} pts / {section['voxels']} voxels ({section['frames']} frames,"
+             f" {section['voxel_size_m']} m)", _ms(section["forward_inference_s"]["median_s"]),
+             _ms(section["forward_train_s_median"]), _ms(section["backward_s_median"]),
+             f"{section['memory_train']['peak_rss_mib']:.0f}"]]
+    return _table(["input", "forward (no_grad) ms", "forward (autograd) ms", "backward ms",
+                   "peak RSS MiB (train)"], rows)
+
+
+RENDERERS = {
+    "epnp": ("EPnP vs OpenCV", epnp),
+    "inference": ("Calibration inference", inference),
+    "node": ("Node throughput", node),
+    "training": ("Training step", training),
+    "data": ("Data loading", data),
+    "spconv": ("Sparse convolution (point encoder, CPU config)", spconv),
+}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """All sections as markdown, in the order of RENDERERS."""
+    parts = []
+    for key, (title, render) in RENDERERS.items():
+        section = result["sections"].get(key)
+        why = _skipped_or_error(section) if section is not None else "not run\n"
+        wall = section.get("section_wall_s") if isinstance(section, dict) else None
+        suffix = f" ({wall:.0f} s)" if wall is not None else ""
+        parts.append(f"## {title}{suffix}\n\n" + (why or render(section)))
+    return "\n".join(parts)
