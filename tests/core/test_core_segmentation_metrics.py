@@ -81,3 +81,53 @@ def test_panoptic_perfect_prediction_and_unseen_class():
     np.testing.assert_allclose(per_class["pq"][[0, 2]], [1.0, 1.0])
     assert math.isnan(per_class["pq"][1])
     assert pq.summary()["pq"] == pytest.approx(1.0)
+
+
+def _brute_force_pq(frames, num_classes, min_points):
+    """Straight from the definition: segment sets per class, all pairs compared."""
+    tp, fp, fn, iou_sum = (np.zeros(num_classes) for _ in range(4))
+    for pred_sem, pred_inst, gt_sem, gt_inst in frames:
+        keep = gt_sem != IGNORE
+        pred_sem, pred_inst, gt_sem, gt_inst = (a[keep] for a in (pred_sem, pred_inst, gt_sem,
+                                                                   gt_inst))
+        for c in range(num_classes):
+            preds = {i: set(np.flatnonzero((pred_sem == c) & (pred_inst == i)))
+                     for i in np.unique(pred_inst[pred_sem == c])}
+            gts = {i: set(np.flatnonzero((gt_sem == c) & (gt_inst == i)))
+                   for i in np.unique(gt_inst[gt_sem == c])}
+            matched_p, matched_g = set(), set()
+            for gi, g in gts.items():
+                for pi, p in preds.items():
+                    iou = len(g & p) / len(g | p)
+                    if iou > 0.5:
+                        tp[c] += 1
+                        iou_sum[c] += iou
+                        matched_p.add(pi)
+                        matched_g.add(gi)
+            fn[c] += sum(len(g) >= min_points for gi, g in gts.items() if gi not in matched_g)
+            fp[c] += sum(len(p) >= min_points for pi, p in preds.items() if pi not in matched_p)
+    return tp, fp, fn, iou_sum
+
+
+def test_panoptic_quality_matches_a_brute_force_count_on_random_frames():
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(5):
+        n = 300
+        gt_sem = rng.integers(0, 4, n)
+        gt_sem[rng.random(n) < 0.1] = IGNORE
+        gt_inst = rng.integers(0, 4, n)
+        # predictions: mostly the truth, partly corrupted, so that some segments match
+        pred_sem = np.where(rng.random(n) < 0.8, gt_sem, rng.integers(0, 4, n))
+        pred_sem[pred_sem == IGNORE] = 0
+        pred_inst = np.where(rng.random(n) < 0.85, gt_inst + 10, rng.integers(0, 3, n))
+        frames.append((pred_sem, pred_inst, gt_sem, gt_inst))
+    pq = PanopticQuality(4, IGNORE, min_points=8)
+    for frame in frames:
+        pq.update(*frame)
+    tp, fp, fn, iou_sum = _brute_force_pq(frames, 4, 8)
+    np.testing.assert_array_equal(pq.tp, tp)
+    np.testing.assert_array_equal(pq.fp, fp)
+    np.testing.assert_array_equal(pq.fn, fn)
+    np.testing.assert_allclose(pq.iou_sum, iou_sum)
+    assert tp.sum() > 0 and fp.sum() > 0 and fn.sum() > 0
