@@ -244,14 +244,14 @@ def mean_shift(points: torch.Tensor, bandwidth: float, min_points: int, max_iter
             break
     order = torch.argsort(strength, descending=True, stable=True)
     seeds = seeds[order]
-    close = torch.cdist(seeds, seeds) <= bandwidth
-    suppressed = torch.zeros(seeds.shape[0], dtype=torch.bool, device=points.device)
+    close = (torch.cdist(seeds, seeds) <= bandwidth).cpu()  # the greedy loop runs on the CPU
+    suppressed = torch.zeros(seeds.shape[0], dtype=torch.bool)
     keep = []
     for i in range(seeds.shape[0]):
         if not bool(suppressed[i]):
             keep.append(i)
             suppressed |= close[i]
-    modes = seeds[keep]
+    modes = seeds[torch.tensor(keep, device=seeds.device)]
     nearest_summary = torch.cat([torch.cdist(summary[s:s + chunk], modes).argmin(dim=1)
                                  for s in range(0, summary.shape[0], chunk)])
     nearest = nearest_summary[summary_of_point]
