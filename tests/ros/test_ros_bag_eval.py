@@ -128,6 +128,20 @@ def test_offline_and_live_give_the_same_per_frame_estimates(drive):
         assert {"frame", "rre_euler_deg", "rte_m", "aggregate_rte_m", "latency_s"} <= set(header)
 
 
+def test_live_on_a_compressed_mcap_bag(drive, tmp_path):
+    bag = tmp_path / "compressed"
+    convert("synthetic", drive["root"] / "synthetic", bag, storage="mcap", compressed=True,
+            max_frames=2)
+    options = {"checkpoint": drive["checkpoint"], "overlays": 0, "timeout_s": 60.0,
+               "threads": 1}
+    live = evaluate(bag, EvalOptions(out=tmp_path / "live", live=True, **options))
+    offline = evaluate(bag, EvalOptions(out=tmp_path / "offline", **options))
+    assert live["counts"]["processed"] == offline["counts"]["processed"] == 2
+    for a, b in zip(_records(offline), _records(live), strict=True):
+        assert a["num_inliers"] == b["num_inliers"]
+        assert np.isclose(a["t_x"], b["t_x"], rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
 def _error_line(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
