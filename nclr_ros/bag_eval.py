@@ -31,7 +31,8 @@ rotated by exactly `prior_deg` degrees about a random axis and shifted by exactl
 metres in a random direction (`seed`).
 
 Writes into `out`: `frames.csv` (one row per pair), `metrics.json` (per-frame metrics and
-their summary, the aggregated estimate's errors, processed/dropped counts, latency),
+their summary, the aggregated estimate's errors, processed/dropped counts, latency: live,
+from the pair forming in the node to its estimate; offline, the Calibrator and estimator),
 `error_over_time.png`, `recall_curves.png` and `overlays/frame_NNNN.png` (points coloured by
 depth under the aggregated estimate, above the same under the ground truth).
 """
@@ -618,7 +619,7 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
     frames = BagFrames(bag, options.topics, slop=params["sync_slop_s"],
                        queue_size=params["sync_queue_size"])
     truth = _ground_truth_of(bag, options)
-    try:
+    try:  # live too: a bad checkpoint is reported here, before the node starts
         calibrator = Calibrator.from_checkpoint(options.checkpoint, options.device,
                                                 solver_settings(params))
     except CheckpointError as err:
