@@ -619,7 +619,8 @@ def main(args: list[str] | None = None) -> None:
     """
     apply_default_profile()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also where SIGINT was inherited ignored
+        signal.signal(signum, _interrupt)
     node = None
     try:
         try:
