@@ -121,14 +121,15 @@ def accuracy(sizes: tuple[int, ...], noises: tuple[float, ...], problems: int, s
     return rows
 
 
-def throughput(sizes: tuple[int, ...], repeats: int, seed: int) -> list[dict[str, Any]]:
+def throughput(sizes: tuple[int, ...], repeats: int, warmup: int, seed: int
+               ) -> list[dict[str, Any]]:
     """Problems per second for a batch of 64 at 1 px noise; ratios against ours."""
     rows = []
     for n in sizes:
         p = make_problems(THROUGHPUT_BATCH, n, 1.0, seed)
         row: dict[str, Any] = {"n": n, "batch": THROUGHPUT_BATCH}
         for name, solver in SOLVERS.items():
-            timing = measure(lambda s=solver, p=p: s(p), repeats)
+            timing = measure(lambda s=solver, p=p: s(p), repeats, warmup)
             row[name] = {"batch_s_median": timing.median_s,
                          "problems_per_s": THROUGHPUT_BATCH / timing.median_s}
         ours = row["ours_epnp_gn"]["problems_per_s"]
@@ -188,7 +189,8 @@ def run(quick: bool, seed: int = 0) -> dict[str, Any]:
     problems = 8 if quick else 64
     return {
         "accuracy": accuracy(sizes, (0.0, 1.0, 3.0), problems, seed),
-        "throughput": throughput(sizes, repeats=1 if quick else 7, seed=seed + 1),
+        "throughput": throughput(sizes, repeats=1 if quick else 7, warmup=0 if quick else 1,
+                                 seed=seed + 1),
         "ransac": ransac(512 if quick else 1024, (0.3, 0.6), 1 if quick else 16, seed + 2),
         "settings": {"image": [WIDTH, HEIGHT], "focal_px": FOCAL,
                      "depth_range_m": list(DEPTH_RANGE_M), "problems_per_cell": problems,

@@ -72,14 +72,15 @@ def stage_seconds(model: CalibrationNet, batch: dict[str, torch.Tensor],
 
 
 def _case(frame: dict[str, Any], source: str, cfg_path: Path, device: torch.device,
-          repeats: int, calibrator_repeats: int) -> dict[str, Any]:
+          repeats: int, calibrator_repeats: int, warmup: int) -> dict[str, Any]:
     cfg = config(cfg_path)
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     batch = network_batch(frame, cfg_path, device)
     samples: list[dict[str, float]] = []
     with torch.no_grad():
-        stage_seconds(model, batch, device)  # warm-up
+        for _ in range(warmup):
+            stage_seconds(model, batch, device)
         with PeakMemory(device) as memory:
             for _ in range(repeats):
                 samples.append(stage_seconds(model, batch, device))
@@ -100,7 +101,7 @@ def _case(frame: dict[str, Any], source: str, cfg_path: Path, device: torch.devi
         "matches": int(model.max_match_points),
         "stages_median_s": stages,
         "frames_per_s": 1.0 / stages["total_s"],
-        "repeats": repeats,
+        "repeats": repeats, "warmup": warmup,
         "memory": memory.result(),
         "calibrator": {"seconds_median": timing.median_s, "frames_per_s": 1 / timing.median_s,
                        "repeats": calibrator_repeats, "memory": calibrator_memory.result()},
@@ -124,9 +125,10 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
                            "on a CPU for CI"}
         else:
             cases["kitti_size_full_config"] = _case(frame, source, FULL_CONFIG, device,
-                                                    repeats=3, calibrator_repeats=1)
+                                                    repeats=3, calibrator_repeats=1, warmup=1)
         cases["cpu_config"] = _case(frame, source, CPU_CONFIG, device,
                                     repeats=1 if quick else 5,
-                                    calibrator_repeats=1 if quick else 3)
+                                    calibrator_repeats=1 if quick else 3,
+                                    warmup=0 if quick else 1)
         result[name] = cases
     return result

@@ -25,7 +25,7 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
     encoder = build_model(cfg).point_encoder.to(device).train()
     batch = training_batches(cfg, 1, device)[0]
     points, offset = batch["points"], batch["offset"]
-    repeats = 1 if quick else 7
+    repeats, warmup = (1, 0) if quick else (7, 1)
 
     def inference() -> None:
         with torch.no_grad():
@@ -42,9 +42,10 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
 
     encoder.eval()
     with PeakMemory() as inference_memory:
-        forward = measure(inference, repeats, warmup=1)
+        forward = measure(inference, repeats, warmup)
     encoder.train()
-    train_step()  # warm-up
+    for _ in range(warmup):
+        train_step()
     with PeakMemory() as train_memory:
         train = median_of([train_step() for _ in range(repeats)])
     with torch.no_grad():
@@ -57,7 +58,7 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
         "forward_inference_s": forward.as_dict(),
         "forward_train_s_median": train["forward_s"],
         "backward_s_median": train["backward_s"],
-        "repeats": repeats,
+        "repeats": repeats, "warmup": warmup,
         "memory_inference": inference_memory.result(),
         "memory_train": train_memory.result(),
     }

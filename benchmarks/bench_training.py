@@ -32,15 +32,15 @@ def training_batches(cfg: PretrainConfig, count: int, device: torch.device) -> l
             for s in starts]
 
 
-def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, repeats: int
-                   ) -> dict[str, Any]:
-    """Median seconds and peak memory of one training step (warm-up step excluded)."""
+def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, repeats: int,
+                   warmup: int) -> dict[str, Any]:
+    """Median seconds and peak memory of one training step (warm-up steps excluded)."""
     cfg = config(cfg_path, synthetic_root)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device).train()
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
                                   lr=cfg.train.lr)
-    batches = training_batches(cfg, 1 + repeats, device)
+    batches = training_batches(cfg, warmup + repeats, device)
     cursor = iter(batches)
 
     def step() -> None:
@@ -52,13 +52,14 @@ def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, r
         optimizer.step()
 
     with PeakMemory(device) as memory:
-        timing = measure(step, repeats, warmup=1, device=device)
+        timing = measure(step, repeats, warmup, device=device)
     return {
         "config": str(cfg_path.relative_to(REPO)),
         "batch_size": cfg.train.batch_size,
         "points_per_batch": int(batches[0]["points"].shape[0]),
         "image_hw": [int(v) for v in batches[0]["image"].shape[2:]],
         "step_s": timing.as_dict(),
+        "warmup_steps": warmup,
         "steps_per_s": 1.0 / timing.median_s,
         "memory": memory.result(),
     }
@@ -66,13 +67,14 @@ def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, r
 
 def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
     """The training section: CPU config on the CPU; CUDA cases when there is a device."""
-    repeats = 1 if quick else 5
+    repeats, warmup = (1, 0) if quick else (5, 1)
     result: dict[str, Any] = {
         "cpu": {"cpu_config": step_benchmark(CPU_CONFIG, synthetic_root,
-                                             torch.device("cpu"), repeats)}}
+                                             torch.device("cpu"), repeats,
+                                             warmup)}}
     if torch.cuda.is_available():
         device = torch.device("cuda")
-        result["gpu"] = {name: step_benchmark(path, synthetic_root, device, repeats)
+        result["gpu"] = {name: step_benchmark(path, synthetic_root, device, repeats, warmup)
                          for name, path in (("cpu_config", CPU_CONFIG),
                                             ("full_config", FULL_CONFIG))}
     else:
