@@ -194,6 +194,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     names = class_names(cfg)
     device = _device(cfg.train.device)
     _seed_everything(cfg.seed)
+    model = build_model(cfg).to(device)  # first: a wrong --init fails before any data work
 
     train_reader = _reader(cfg, cfg.data.train_split)
     frames = train_reader.frames
@@ -220,7 +221,6 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     if stop_step < 1:
         raise ConfigError(f"nothing to train: train.epochs = {cfg.train.epochs}, train.steps "
                           f"= {cfg.train.steps}, train.max_steps = {cfg.train.max_steps}")
-    model = build_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
