@@ -42,7 +42,7 @@ from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.se3 import make_transform
-from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 from nclr_core.models.feature_grid import pixel_to_cell
 
 MASK_ON = 255
@@ -224,15 +224,18 @@ class Calibrator:
             raise ValueError(f"{path}: checkpoint has no config with 'model' and 'data'")
         if "model" not in payload:
             raise ValueError(f"{path}: checkpoint has no 'model' state dict")
-        model = CalibrationNet(**config["model"])
-        try:
-            model.load_state_dict(payload["model"])
-        except RuntimeError as err:
-            raise ValueError(f"{path}: weights do not fit the configured model: {err}") from err
         try:
             network_input = NetworkInput.from_config(config["data"])
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from err
+        try:
+            model = build_calibration_net(config["model"], network_input.point_range)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: the stored config does not build a model: {err}") from err
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as err:
+            raise ValueError(f"{path}: weights do not fit the configured model: {err}") from err
         return cls(model, network_input, settings, device)
 
     # -- preprocessing --------------------------------------------------------------------

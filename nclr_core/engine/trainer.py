@@ -29,7 +29,7 @@ from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.run_dir import create_run_dir, setup_logging
-from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 
 log = logging.getLogger("nclr.train")
 
@@ -62,12 +62,9 @@ class _SkipSampler(Sampler):
 
 def build_model(cfg: PretrainConfig) -> CalibrationNet:
     """CalibrationNet from the config's `model` section and `data.point_range`."""
-    if "point_range" in cfg.model:
-        raise ConfigError("model.point_range: set data.point_range instead (one value "
-                          "serves the point cropping and the voxel grid)")
     try:
-        return CalibrationNet(**cfg.model, point_range=cfg.data.point_range)
-    except TypeError as err:
+        return build_calibration_net(cfg.model, cfg.data.point_range)
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"model: {err}") from err
 
 

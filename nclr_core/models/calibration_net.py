@@ -385,3 +385,19 @@ class CalibrationNet(nn.Module):
                 out[f"loss_{key}"] = value
             out["loss"] = weighted_total(terms, self.loss_weights)
         return out
+
+
+def build_calibration_net(model_kwargs: Mapping[str, Any],
+                          point_range: Sequence[float]) -> CalibrationNet:
+    """CalibrationNet of a resolved pre-training config: its `model` keyword arguments and its
+    `data.point_range` (one value serves the point cropping and the voxel grid).
+
+    A `point_range` inside `model_kwargs` must equal `point_range`; raises ValueError if not.
+    """
+    kwargs = dict(model_kwargs)
+    own = kwargs.pop("point_range", None)
+    if own is not None and [float(v) for v in own] != [float(v) for v in point_range]:
+        raise ValueError(f"model point_range {list(own)} differs from data.point_range "
+                         f"{list(point_range)}; set data.point_range only")
+    return CalibrationNet(**kwargs, point_range=tuple(point_range))
+

@@ -209,3 +209,13 @@ def test_network_input_validation():
         NetworkInput(64, 128, 100, (1.0, 0.0, 0.0, 0.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="positive"):
         NetworkInput(0, 128, 100, tuple(POINT_RANGE))
+
+
+def test_from_checkpoint_builds_the_voxel_grid_from_data_point_range(tmp_path):
+    """pretrain.py stores point_range under data only: the Calibrator must use it."""
+    model_kwargs = {k: v for k, v in TINY_MODEL.items() if k != "point_range"}
+    path = tmp_path / "no_model_range.pt"
+    net = CalibrationNet(**model_kwargs, point_range=POINT_RANGE)
+    save_checkpoint(path, model=net.state_dict(), config={"model": model_kwargs, "data": DATA})
+    calibrator = Calibrator.from_checkpoint(path)
+    assert list(calibrator.model.point_encoder.point_range) == POINT_RANGE
