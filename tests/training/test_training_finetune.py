@@ -102,7 +102,7 @@ def test_init_checkpoint_really_loads_the_pretrained_encoder(synthetic_root, pre
     # exactly which weights the fine-tuning started from.
     out = tmp_path / "nclr"
     assert _run(synthetic_root, out, str(pretrain_checkpoint), "train.lr=0.0",
-                "model.instance_head=false") == 0
+                "model.instance_head=false", "train.max_steps=1") == 0
     tuned = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
     torch.testing.assert_close(tuned["backbone.stem.conv.weight"], reference)
     torch.testing.assert_close(tuned["backbone.point_mlp.3.bias"],
