@@ -6,7 +6,8 @@
 `metrics.json`: `miou`, `per_class_iou` (class name -> IoU, null for classes absent from
 both prediction and ground truth), `label_fraction`, `seed`, `init`,
 `num_labelled_frames`, `num_train_frames`, `num_val_frames`, `steps`, `eval_points`, and
-with the instance head `pq`, `sq`, `rq`, `per_class_pq`.
+with the instance head `pq`, `sq`, `rq`, `pq_things`, `pq_stuff` (class means over the
+thing / stuff classes seen), `per_class_pq`.
 
 Segmentation checkpoints (`kind` = `SEGMENTATION_KIND`) hold `model` (state dict),
 `model_kwargs` (SegmentationNet kwargs), `class_names`, `config`, `step`; they rebuild
@@ -170,8 +171,13 @@ def evaluate_segmentation(model: SegmentationNet, dataset: SegmentationDataset,
     }
     if panoptic is not None:
         metrics.update({k: _nan_to_none(v) for k, v in panoptic.summary().items()})
+        per_class_pq = panoptic.per_class()["pq"]
+        things = np.isin(np.arange(model.num_classes), model.thing_classes.cpu().numpy())
+        for key, group in (("pq_things", things), ("pq_stuff", ~things)):
+            values = per_class_pq[group]
+            metrics[key] = (float(np.nanmean(values)) if np.isfinite(values).any() else None)
         metrics["per_class_pq"] = {n: _nan_to_none(v) for n, v in
-                                   zip(names, panoptic.per_class()["pq"], strict=True)}
+                                   zip(names, per_class_pq, strict=True)}
     return metrics
 
 

@@ -33,7 +33,7 @@ TINY_SETS = ["model.point_base_channels=4", "model.channels=8", "model.voxel_siz
              "data.train_split=['00']", "data.val_split=['01']", "data.val_max_frames=1",
              "train.log_every=1"]
 METRIC_KEYS = {"miou", "per_class_iou", "label_fraction", "seed", "init", "num_labelled_frames",
-               "pq", "sq", "rq"}
+               "pq", "sq", "rq", "pq_things", "pq_stuff", "per_class_pq"}
 
 
 @pytest.fixture(scope="module")
