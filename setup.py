@@ -26,5 +26,6 @@ setup(
     entry_points={"console_scripts": [
         "nclr-bag = nclr_ros.bag_cli:main",
         "calibration_node = nclr_ros.calibration_node:main",
+        "segmentation_node = nclr_ros.segmentation_node:main",
     ]},
 )
