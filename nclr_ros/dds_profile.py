@@ -11,7 +11,8 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-PACKAGE = "nclr_ros"
+from nclr_ros.package_files import config_file
+
 PROFILE_NAME = "fastdds_large_data.xml"
 # Either variable selects a profile file (FASTRTPS_... is the name before Fast DDS 2.x).
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
@@ -19,24 +20,7 @@ PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES
 
 def default_profile_path() -> Path | None:
     """The installed profile (share/nclr_ros/config), else the source tree's; None if absent."""
-    candidates = []
-    try:
-        from ament_index_python.packages import (
-            PackageNotFoundError,
-            get_package_share_directory,
-        )
-
-        try:
-            candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
-        except (PackageNotFoundError, OSError):  # not installed; no AMENT_PREFIX_PATH
-            pass
-    except ImportError:
-        pass
-    candidates.append(Path(__file__).resolve().parents[1] / "config")  # editable / source
-    for directory in candidates:
-        if (directory / PROFILE_NAME).is_file():
-            return directory / PROFILE_NAME
-    return None
+    return config_file(PROFILE_NAME)
 
 
 def apply_default_profile(environ: MutableMapping[str, str] | None = None) -> str | None:

@@ -1,0 +1,139 @@
+"""What the NCLR nodes share: read-only parameters from a table, subscription QoS from a
+reliability parameter, bad input counted by reason with throttled warnings, diagnostics
+messages, and the console-script main loop (Fast DDS profile, signals, clean shutdown)."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import Header
+
+from nclr_core.engine.checkpoint import CheckpointError
+from nclr_ros.dds_profile import apply_default_profile
+
+# name -> (default, description): a node's parameter table.
+ParameterTable = dict[str, tuple[Any, str]]
+
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
+               "reliable": ReliabilityPolicy.RELIABLE}
+
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                     reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def declare_parameters(node: Node, table: ParameterTable) -> dict[str, Any]:
+    """Declare every parameter of `table` read-only with its description; name -> value."""
+    return {name: node.declare_parameter(
+        name, default, ParameterDescriptor(description=text, read_only=True)).value
+        for name, (default, text) in table.items()}
+
+
+def subscription_qos(reliability: str, depth: int) -> QoSProfile:
+    """Keep-last, volatile QoS; `reliability` is "best_effort" (sensor data) or "reliable".
+
+    Raises ValueError naming the parameter (`reliability`, `qos_depth`) for a bad value.
+    """
+    if reliability not in RELIABILITY:
+        raise ValueError(f"parameter reliability must be best_effort or reliable, "
+                         f"got {reliability!r}")
+    if depth < 1:
+        raise ValueError(f"parameter qos_depth must be >= 1, got {depth}")
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=RELIABILITY[reliability],
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def stamp_seconds(header: Header) -> float:
+    """The header's stamp in seconds."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class BadInputLog:
+    """Skipped messages counted by reason; at most one warning per reason per `throttle_s`.
+
+    Thread-safe (callbacks and worker threads may report).
+    """
+
+    def __init__(self, logger: Any, throttle_s: float) -> None:
+        self._logger = logger
+        self._throttle_s = throttle_s
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._last_warned: dict[str, float] = {}
+
+    def report(self, reason: str, message: str) -> None:
+        """Count one message skipped for `reason` and warn `[reason] message` when due."""
+        now = time.monotonic()
+        with self._lock:
+            count = self._counts[reason] = self._counts.get(reason, 0) + 1
+            last = self._last_warned.get(reason)
+            due = last is None or now - last >= self._throttle_s
+            if due:
+                self._last_warned[reason] = now
+        if due:
+            self._logger.warning(f"[{reason}] {message} (x{count} so far)")
+
+    def counts(self) -> dict[str, int]:
+        """`bad_input.<reason>` -> count, sorted by reason."""
+        with self._lock:
+            return {f"bad_input.{reason}": count
+                    for reason, count in sorted(self._counts.items())}
+
+
+def diagnostic_array(name: str, level: bytes, message: str, values: dict[str, str],
+                     stamp: Any) -> DiagnosticArray:
+    """One DiagnosticStatus (hardware_id "nclr") with `values` as key-values, at `stamp`."""
+    status = DiagnosticStatus(name=name, hardware_id="nclr", level=level, message=message)
+    status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_node(make_node: Callable[[], Node], node_name: str,
+             args: list[str] | None = None) -> None:
+    """Console-script body: spin the node made by `make_node` until SIGINT/SIGTERM, then
+    call its `shutdown()` (stop workers, save) and destroy it.
+
+    Applies the package's Fast DDS profile unless one is set (before `rclpy.init`). SIGINT
+    and SIGTERM stop the executor while the ROS context is still valid, so the node's
+    `shutdown()` can still log (and save) before rclpy shuts down. A node that cannot start
+    (ValueError, CheckpointError: bad parameters or model) logs the reason and exits with 1.
+    """
+    apply_default_profile()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also where SIGINT was inherited ignored
+        signal.signal(signum, _interrupt)
+    node = None
+    try:
+        try:
+            node = make_node()
+        except (ValueError, CheckpointError) as err:
+            rclpy.logging.get_logger(node_name).fatal(f"cannot start: {err}")
+            raise SystemExit(1) from None
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()

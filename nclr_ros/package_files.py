@@ -1,0 +1,29 @@
+"""Files the package installs under share/nclr_ros/config (or the source tree's config/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = "nclr_ros"
+
+
+def config_file(name: str) -> Path | None:
+    """`name` in the installed share/nclr_ros/config, else in the source tree's config/
+    (editable install); None where neither has it."""
+    candidates = []
+    try:
+        from ament_index_python.packages import (
+            PackageNotFoundError,
+            get_package_share_directory,
+        )
+
+        try:
+            candidates.append(Path(get_package_share_directory(PACKAGE)) / "config")
+        except (PackageNotFoundError, OSError):  # not installed; no AMENT_PREFIX_PATH
+            pass
+    except ImportError:
+        pass
+    candidates.append(Path(__file__).resolve().parents[1] / "config")  # editable / source
+    for directory in candidates:
+        if (directory / name).is_file():
+            return directory / name
+    return None
