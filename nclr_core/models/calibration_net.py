@@ -59,6 +59,7 @@ class CalibrationNet(nn.Module):
 
     Args:
         image_depth: ResNet depth of the image branch (18, 34, 50).
+        image_base_channels: ResNet stem width (64 = standard; smaller for CPU configs).
         fpn_channels: width of the FPN top-down path.
         point_variant: "minkunet18" | "minkunet34".
         point_base_channels: stem width of the sparse U-Net (32 = MinkUNet).
@@ -89,6 +90,7 @@ class CalibrationNet(nn.Module):
         self,
         *,
         image_depth: int = 18,
+        image_base_channels: int = 64,
         fpn_channels: int = 128,
         point_variant: str = "minkunet18",
         point_base_channels: int = 32,
@@ -128,7 +130,8 @@ class CalibrationNet(nn.Module):
             raise ValueError("max_match_points, min_match_points, min_match_cells must be >= 1")
         if info_nce_points < 1 or info_nce_cells < 1:
             raise ValueError("info_nce_points and info_nce_cells must be >= 1")
-        self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels)
+        self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels,
+                                          image_base_channels)
         self.point_encoder = PointEncoder(
             point_variant,
             in_channels=4,

@@ -28,13 +28,14 @@ class ImageEncoder(nn.Module):
     output_stride = STAGE_STRIDES[0]
     bottleneck_stride = STAGE_STRIDES[-1]
 
-    def __init__(self, depth: int = 18, out_channels: int = 64, fpn_channels: int = 128) -> None:
+    def __init__(self, depth: int = 18, out_channels: int = 64, fpn_channels: int = 128,
+                 base_channels: int = 64) -> None:
         super().__init__()
         if out_channels < 1 or fpn_channels < 1:
             raise ValueError(
                 f"channels must be positive, got out={out_channels} fpn={fpn_channels}"
             )
-        self.backbone = ResNet(depth)
+        self.backbone = ResNet(depth, base_channels)
         self.stage_channels = self.backbone.stage_channels
         self.bottleneck_channels = self.stage_channels[-1]
         self.out_channels = out_channels

@@ -77,29 +77,35 @@ RESNET_SPECS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, in
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
 }
-STAGE_PLANES = (64, 128, 256, 512)
+STAGE_WIDTHS = (1, 2, 4, 8)  # stage planes as multiples of the stem width
 
 
 class ResNet(nn.Module):
     """ResNet trunk without classifier; `forward` returns the four stage maps.
 
+    `base_channels` is the stem width (64 = the standard ResNet, whose torchvision weights
+    load; smaller values make the narrow variants that CPU configs use).
+
     Attributes:
         stage_channels: channels of the four stage outputs, e.g. (64, 128, 256, 512) for
-            ResNet-18/34 and (256, 512, 1024, 2048) for ResNet-50.
+            ResNet-18/34 and (256, 512, 1024, 2048) for ResNet-50 at base 64.
     """
 
-    def __init__(self, depth: int = 18) -> None:
+    def __init__(self, depth: int = 18, base_channels: int = 64) -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth}")
+        if base_channels < 1:
+            raise ValueError(f"base_channels must be positive, got {base_channels}")
         block, counts = RESNET_SPECS[depth]
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        stage_planes = tuple(base_channels * w for w in STAGE_WIDTHS)
+        self.conv1 = nn.Conv2d(3, base_channels, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_channels = 64
+        in_channels = base_channels
         stages = []
-        for i, (planes, count) in enumerate(zip(STAGE_PLANES, counts, strict=True)):
+        for i, (planes, count) in enumerate(zip(stage_planes, counts, strict=True)):
             blocks = []
             for k in range(count):
                 stride = 2 if (k == 0 and i > 0) else 1
@@ -107,7 +113,7 @@ class ResNet(nn.Module):
                 in_channels = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.stage_channels = tuple(p * block.expansion for p in STAGE_PLANES)
+        self.stage_channels = tuple(p * block.expansion for p in stage_planes)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -90,3 +90,13 @@ def test_load_torchvision_state_dict(tmp_path):
         ImageEncoder(depth=34, out_channels=8, fpn_channels=8).load_torchvision_state_dict(path)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         enc.load_torchvision_state_dict(tmp_path / "missing.pth")
+
+
+def test_narrow_resnet_keeps_strides_and_scales_widths():
+    encoder = ImageEncoder(18, out_channels=16, fpn_channels=16, base_channels=32)
+    assert encoder.stage_channels == (32, 64, 128, 256)
+    stages = encoder.encode(torch.zeros(1, 3, 64, 96))
+    assert [s.shape[-1] for s in stages] == [24, 12, 6, 3]
+    assert encoder.decode(stages).shape == (1, 16, 16, 24)
+    with pytest.raises(ValueError, match="base_channels"):
+        ResNet(18, base_channels=0)
