@@ -29,7 +29,6 @@ reason, and skipped; the node keeps running.
 from __future__ import annotations
 
 import math
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -38,19 +37,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import TransformStamped
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.projection import project_points_with_camera
 from nclr_core.geometry.se3 import (
@@ -70,15 +63,24 @@ from nclr_ros.conversions import (
     pointcloud2_to_xyzi,
     xyz_fields_to_pointcloud2,
 )
-from nclr_ros.dds_profile import apply_default_profile
 from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
+from nclr_ros.node_common import (
+    LATCHED,
+    BadInputLog,
+    ParameterTable,
+    declare_parameters,
+    diagnostic_array,
+    run_node,
+    stamp_seconds,
+    subscription_qos,
+)
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 NODE_NAME = "nclr_calibration"
 
 # name -> (default, description). Defaults mirror config/calibrate.yaml (a test checks it).
 # Every parameter is read-only: it is read once at start-up.
-PARAMETERS: dict[str, tuple[Any, str]] = {
+PARAMETERS: ParameterTable = {
     "model_path": ("", "NCLR checkpoint (.pt) written by training/pretrain.py; required."),
     "device": ("cpu", "torch device for inference: cpu, cuda, cuda:1, ..."),
     "use_compressed": (False, "subscribe to image/compressed (CompressedImage) instead of "
@@ -131,31 +133,6 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "warn_throttle_s": (5.0, "at most one warning per bad-input reason in this time, seconds."),
     "overlay_point_radius": (1, "radius of the points drawn on ~/overlay, pixels."),
 }
-
-
-def _descriptor(description: str) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, read_only=True)
-
-
-def _stamp_seconds(header: Header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
-
-
-def _qos(reliability: str, depth: int) -> QoSProfile:
-    policies = {"best_effort": ReliabilityPolicy.BEST_EFFORT,
-                "reliable": ReliabilityPolicy.RELIABLE}
-    if reliability not in policies:
-        raise ValueError(f"parameter reliability must be best_effort or reliable, "
-                         f"got {reliability!r}")
-    if depth < 1:
-        raise ValueError(f"parameter qos_depth must be >= 1, got {depth}")
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                      reliability=policies[reliability], durability=DurabilityPolicy.VOLATILE)
-
-
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                     reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass
@@ -217,8 +194,7 @@ class CalibrationNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        p = {name: self.declare_parameter(name, default, _descriptor(text)).value
-             for name, (default, text) in PARAMETERS.items()}
+        p = declare_parameters(self, PARAMETERS)
         self.params = p
         if not p["model_path"]:
             raise ValueError("parameter model_path is empty: set it to an NCLR checkpoint")
@@ -266,8 +242,7 @@ class CalibrationNode(Node):
                        "clouds_received": 0, "pairs_received": 0,
                        "pairs_processed": 0, "pairs_dropped": 0, "estimates_accepted": 0,
                        "estimates_rejected": 0}
-        self.bad_input: dict[str, int] = {}
-        self._last_warned: dict[str, float] = {}
+        self.bad_input = BadInputLog(self.get_logger(), p["warn_throttle_s"])
         self._last_pair_time = time.monotonic()
         self.last_latency_s = math.nan
         self.last_result: CalibrationResult | None = None
@@ -275,7 +250,7 @@ class CalibrationNode(Node):
         self._frames = ("", "", 0.0)  # camera frame, LiDAR frame, stamp of the last pair
         self._camera_used: CameraModel | None = None
 
-        qos = _qos(p["reliability"], p["qos_depth"])
+        qos = subscription_qos(p["reliability"], p["qos_depth"])
         if p["use_compressed"]:
             self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
         else:
@@ -314,16 +289,7 @@ class CalibrationNode(Node):
     # -- bad input ------------------------------------------------------------------------
     def _bad(self, reason: str, message: str) -> None:
         """Count a skipped message by reason and warn (once per warn_throttle_s per reason)."""
-        now = time.monotonic()
-        with self._lock:
-            self.bad_input[reason] = self.bad_input.get(reason, 0) + 1
-            count = self.bad_input[reason]
-            last = self._last_warned.get(reason)
-            due = last is None or now - last >= self.params["warn_throttle_s"]
-            if due:
-                self._last_warned[reason] = now
-        if due:
-            self.get_logger().warning(f"[{reason}] {message} (x{count} so far)")
+        self.bad_input.report(reason, message)
 
     # -- subscriptions --------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -398,7 +364,7 @@ class CalibrationNode(Node):
     def _push(self, push: Any, frame: _Frame) -> None:
         """Offer a checked message to the pairer; hand a formed pair to the worker."""
         try:
-            pair = push(_stamp_seconds(frame.header), frame)
+            pair = push(stamp_seconds(frame.header), frame)
         except ValueError as err:
             self._bad("bad_stamp", f"message dropped: {err}")
             return
@@ -464,7 +430,7 @@ class CalibrationNode(Node):
                 self.aggregate = self.estimator.estimate()
             aggregate = self.aggregate
             self.last_result = result
-            self._frames = (camera_frame, lidar_frame, _stamp_seconds(image.header))
+            self._frames = (camera_frame, lidar_frame, stamp_seconds(image.header))
             self._camera_used = image.camera
         why = "" if accepted else (
             quality.reason or "outside the prior bounds of the temporal estimator")
@@ -518,14 +484,13 @@ class CalibrationNode(Node):
             values: dict[str, Any] = dict(self.counts)
             values["pairs_pending"] = int(self._job is not None)
             values["pairs_in_progress"] = int(self._busy)
-            for reason, count in sorted(self.bad_input.items()):
-                values[f"bad_input.{reason}"] = count
             sync = self.pairer.counters
             values["sync_dropped_images"] = sync.dropped_images
             values["sync_dropped_clouds"] = sync.dropped_clouds
             values["last_latency_s"] = self.last_latency_s
             aggregate = self.aggregate
             result = self.last_result
+        values.update(self.bad_input.counts())
         if result is not None:
             values["last_valid"] = result.quality.valid
             values["last_reason"] = result.quality.reason
@@ -541,20 +506,16 @@ class CalibrationNode(Node):
 
     def publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
-        status = DiagnosticStatus(name=f"{self.get_name()}: calibration", hardware_id="nclr")
         if self.aggregate is None:
-            status.level = DiagnosticStatus.WARN
-            status.message = "no calibration estimate yet"
+            level, message = DiagnosticStatus.WARN, "no calibration estimate yet"
         elif any(k.startswith("bad_input.") for k in values):
-            status.level = DiagnosticStatus.WARN
-            status.message = "estimating; some input was bad (see bad_input.*)"
+            level, message = DiagnosticStatus.WARN, \
+                "estimating; some input was bad (see bad_input.*)"
         else:
-            status.level = DiagnosticStatus.OK
-            status.message = "estimating"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diagnostics.publish(msg)
+            level, message = DiagnosticStatus.OK, "estimating"
+        self.pub_diagnostics.publish(diagnostic_array(
+            f"{self.get_name()}: calibration", level, message, values,
+            self.get_clock().now().to_msg()))
 
     # -- saving ---------------------------------------------------------------------------
     def save(self) -> dict[str, Path]:
@@ -607,38 +568,13 @@ class CalibrationNode(Node):
                 self.get_logger().info(f"calibration saved: {paths['yaml']}")
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: list[str] | None = None) -> None:
     """Console script `calibration_node` (applies the Fast DDS profile unless one is set).
 
     SIGINT and SIGTERM stop the executor while the ROS context is still valid, so the
-    calibration is saved and logged before rclpy shuts down.
+    calibration is saved and logged before rclpy shuts down (`node_common.run_node`).
     """
-    apply_default_profile()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also where SIGINT was inherited ignored
-        signal.signal(signum, _interrupt)
-    node = None
-    try:
-        try:
-            node = CalibrationNode()
-        except (ValueError, CheckpointError) as err:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
-            raise SystemExit(1) from None
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    run_node(CalibrationNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":
