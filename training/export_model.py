@@ -1,0 +1,51 @@
+"""Export an NCLR pre-training checkpoint for inference (the nodes, nclr-bag eval, the demo).
+
+    python training/export_model.py --checkpoint runs/x/<stamp>/checkpoints/best.pt \
+        --out models/nclr_synthetic_cpu.pt [--float32]
+
+Keeps what `nclr_core.inference.Calibrator.from_checkpoint` needs — the model weights and
+the resolved config — plus the step and the validation metrics, and drops the optimizer,
+scheduler and RNG state. Weights are stored as float16 unless `--float32` (they are cast
+back to float32 when loaded), which halves the file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+def inference_payload(checkpoint: dict, half: bool) -> dict:
+    """The subset of a training checkpoint that inference needs, weights optionally float16."""
+    for key in ("model", "config"):
+        if key not in checkpoint:
+            raise CheckpointError(f"no {key!r} in the checkpoint")
+    weights = {name: value.half() if half and value.is_floating_point() else value
+               for name, value in checkpoint["model"].items()}
+    return {"model": weights, "config": checkpoint["config"],
+            "step": checkpoint.get("step"), "metrics": checkpoint.get("metrics", {})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="pre-training checkpoint")
+    parser.add_argument("--out", required=True, help="inference checkpoint to write")
+    parser.add_argument("--float32", action="store_true", help="keep float32 weights")
+    args = parser.parse_args(argv)
+    try:
+        payload = inference_payload(load_checkpoint(args.checkpoint), not args.float32)
+    except CheckpointError as err:
+        print(f"export_model.py: error: {args.checkpoint}: {err}", file=sys.stderr)
+        return 2
+    payload["source"] = str(args.checkpoint)
+    save_checkpoint(args.out, **payload)
+    values = sum(v.numel() for v in payload["model"].values() if torch.is_floating_point(v))
+    print(f"wrote {args.out}: {values} weights from step {payload['step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
