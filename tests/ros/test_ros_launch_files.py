@@ -99,7 +99,8 @@ def _subscribed_topics(module: str) -> set[str]:
 
 
 def test_there_are_launch_files():
-    assert (REPO / "launch" / "calibrate.launch.py") in LAUNCH_FILES
+    for name in ("calibrate.launch.py", "segment.launch.py"):
+        assert (REPO / "launch" / name) in LAUNCH_FILES, name
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)

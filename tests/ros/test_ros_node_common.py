@@ -1,0 +1,40 @@
+"""nclr_ros.node_common: QoS from the reliability parameter, bad input counted and throttled."""
+from __future__ import annotations
+
+import pytest
+from rclpy.qos import ReliabilityPolicy
+
+from nclr_ros.node_common import BadInputLog, subscription_qos
+
+
+class _Logger:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def test_subscription_qos_from_reliability():
+    assert subscription_qos("best_effort", 3).reliability == ReliabilityPolicy.BEST_EFFORT
+    qos = subscription_qos("reliable", 7)
+    assert qos.reliability == ReliabilityPolicy.RELIABLE and qos.depth == 7
+    with pytest.raises(ValueError, match="reliability must be best_effort or reliable"):
+        subscription_qos("sometimes", 5)
+    with pytest.raises(ValueError, match="qos_depth must be >= 1"):
+        subscription_qos("reliable", 0)
+
+
+def test_bad_input_counted_every_time_warned_once_per_throttle():
+    logger = _Logger()
+    log = BadInputLog(logger, throttle_s=3600.0)
+    for _ in range(3):
+        log.report("empty_cloud", "cloud dropped")
+    log.report("bad_cloud", "cloud dropped: broken")
+    assert log.counts() == {"bad_input.bad_cloud": 1, "bad_input.empty_cloud": 3}
+    assert logger.warnings == ["[empty_cloud] cloud dropped (x1 so far)",
+                               "[bad_cloud] cloud dropped: broken (x1 so far)"]
+    unthrottled = BadInputLog(logger, throttle_s=0.0)
+    unthrottled.report("empty_cloud", "again")
+    unthrottled.report("empty_cloud", "again")
+    assert logger.warnings[-1] == "[empty_cloud] again (x2 so far)"
