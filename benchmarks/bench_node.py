@@ -1,10 +1,11 @@
 """Node throughput: the calibration node fed synthetic frames at 10 Hz over loopback DDS.
 
 The node (`python -m nclr_ros.calibration_node`) runs in its own process with a checkpoint
-of the CPU configuration (random weights, seed 0) in a random ROS domain (100-199). A driver
-process (this file, `drive`) replays the synthetic frames (rgb8 Image, CameraInfo,
-PointCloud2 x y z intensity, equal stamps) with sensor-data QoS at the input rate, waits for
-the node to finish its backlog, and reads the node's own counters from `/diagnostics`.
+of the CPU configuration (random weights, seed 0) in a random ROS domain (201-230, apart
+from the tests' 100-200). A driver process (this file, `drive`) replays the synthetic frames
+(rgb8 Image, CameraInfo, PointCloud2 x y z intensity, equal stamps) with sensor-data QoS at
+the input rate, waits for the node to finish its backlog, and reads the node's own counters
+from `/diagnostics`.
 After one warm-up pair is processed, it reports pairs processed per second and the share
 of published pairs that were processed (the node computes only on the newest pair, so the
 rest are dropped by design). With random weights RANSAC finds no consensus and runs all its
@@ -184,7 +185,7 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
     timeout_s = 120.0 if quick else 240.0
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = _checkpoint(Path(tmp) / "cpu_config.pt")
-        env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 199)),
+        env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(201, 230)),
                    RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                             os.environ.get("PYTHONPATH")])))

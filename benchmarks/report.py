@@ -105,7 +105,14 @@ def inference(section: dict[str, Any]) -> str:
     first = next((c for c in section["cpu"].values() if "input" in c), None)
     if first:
         out += f"\nInput: {first['input']} ({first['raw_points']} points).\n"
-    return out
+    return out + (
+        "\nimage enc = ResNet + FPN decoder; point enc = voxelisation + sparse U-Net encoder "
+        "and decoder; matching = overlap heads, similarity and soft matching; PnP = the "
+        "weighted EPnP on the matches; total = the whole forward. Calibrator = "
+        "`Calibrator.calibrate` end to end on the raw frame (fit to the network, forward, "
+        "RANSAC-PnP with the default settings). The weights are random: the network's time "
+        "does not depend on them, but RANSAC then finds no consensus and runs all its "
+        "hypotheses, so the Calibrator figure is an upper bound for a trained model.\n")
 
 
 def node(section: dict[str, Any]) -> str:
@@ -134,7 +141,8 @@ def training(section: dict[str, Any]) -> str:
         out += f"\n**{device.upper()}**\n\n" + _table(
             ["config", "batch", "points", "image HxW", "step ms", "peak RSS MiB",
              "CUDA peak MiB"], rows)
-    return out
+    return out + ("\nOne step = forward with all three losses (pose loss on) + backward + "
+                  "gradient clipping + AdamW step, float32, on synthetic training pairs.\n")
 
 
 def data(section: dict[str, Any]) -> str:

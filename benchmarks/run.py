@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
     command = shlex.join(["python", "benchmarks/run.py", *(sys.argv[1:] if argv is None
                                                            else argv)])
+    if "OMP_NUM_THREADS" in os.environ:
+        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} {command}"
     start = time.perf_counter()
     result: dict[str, Any] = {"command": command, "quick": args.quick, "machine": machine()}
     with tempfile.TemporaryDirectory(prefix="nclr_bench_") as tmp:
