@@ -168,11 +168,8 @@ def _checkpoint(path: Path) -> Path:
     cfg = config(CPU_CONFIG)
     torch.manual_seed(0)
     model = build_model(cfg)
-    data = to_dict(cfg)["data"]
-    # the model section with the point range it was built with (build_model takes it from data)
-    save_checkpoint(path, model=model.state_dict(),
-                    config={"model": {**cfg.model, "point_range": data["point_range"]},
-                            "data": data})
+    # what the trainer saves: the weights and the resolved config
+    save_checkpoint(path, model=model.state_dict(), config=to_dict(cfg))
     return path
 
 

@@ -165,12 +165,21 @@ def data(section: dict[str, Any]) -> str:
 
 
 def spconv(section: dict[str, Any]) -> str:
-    rows = [[f"{section['points']} pts / {section['voxels']} voxels ({section['frames']} frames,"
-             f" {section['voxel_size_m']} m)", _ms(section["forward_inference_s"]["median_s"]),
-             _ms(section["forward_train_s_median"]), _ms(section["backward_s_median"]),
-             f"{section['memory_train']['peak_rss_mib']:.0f}"]]
-    return _table(["input", "forward (no_grad) ms", "forward (autograd) ms", "backward ms",
-                   "peak RSS MiB (train)"], rows)
+    rows = [[threads, _ms(r["forward_inference_s"]["median_s"]),
+             _ms(r["forward_train_s_median"]), _ms(r["backward_s_median"]),
+             f"{r['memory_train']['peak_rss_mib']:.0f}"]
+            for threads, r in section["by_threads"].items()]
+    out = (f"{section['points']} points / {section['voxels']} voxels ({section['frames']} "
+           f"frames, {section['voxel_size_m']} m voxels).\n\n")
+    out += _table(["torch threads", "forward (no_grad) ms", "forward (autograd) ms",
+                   "backward ms", "peak RSS MiB (train)"], rows)
+    speedup = section.get("speedup_most_threads_over_one")
+    if speedup:
+        out += (f"\nSpeed-up of the most threads over one (same run): forward "
+                f"{_g(speedup['forward_inference'])}x, backward {_g(speedup['backward'])}x "
+                "(below 1: more threads are slower, e.g. when other processes hold the "
+                "cores).\n")
+    return out
 
 
 RENDERERS = {
