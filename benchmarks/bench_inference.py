@@ -5,8 +5,8 @@ Two inputs: a KITTI-size frame (1242 x 375, ~120k points) through the paper conf
 (`training/configs/synthetic_cpu.yaml`). The frame is fitted to the network as the pipeline
 does (`nclr_core.data.datasets.pair_transform`, validation mode: point range crop, at most
 `max_points`, resize to cover + centre crop). Weights are random (seed 0): the timing of the
-network does not depend on them, but the RANSAC of `Calibrator` then finds no consensus and
-runs all its hypotheses, so the end-to-end figure is an upper bound of a trained model's.
+network does not depend on them, but the adaptive stop of the `Calibrator`'s RANSAC does, so
+a trained model's end-to-end figure may differ.
 
 Stages, timed in one pass with `torch.no_grad()`: image encoder (ResNet + FPN decoder),
 point encoder (voxelisation + sparse U-Net encoder and decoder), fusion, matching (overlap

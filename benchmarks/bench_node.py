@@ -8,8 +8,8 @@ the input rate, waits for the node to finish its backlog, and reads the node's o
 from `/diagnostics`.
 After one warm-up pair is processed, it reports pairs processed per second and the share
 of published pairs that were processed (the node computes only on the newest pair, so the
-rest are dropped by design). With random weights RANSAC finds no consensus and runs all its
-hypotheses: a trained model is faster per pair.
+rest are dropped by design). The weights are random: RANSAC's adaptive stop depends on
+them, so a trained model's time per pair may differ.
 
     python benchmarks/bench_node.py drive SYNTHETIC_ROOT SECONDS RATE_HZ TIMEOUT_S
 """

@@ -54,8 +54,9 @@ def epnp(section: dict[str, Any]) -> str:
             f"throughput is {_g(min(ratios), 2)}x-{_g(max(ratios), 2)}x OpenCV EPNP+ITERATIVE's "
             f"and {_g(min(ratios_plain), 2)}x-{_g(max(ratios_plain), 2)}x OpenCV EPNP's "
             f"({'slower' if max(ratios) < 1 else 'not slower'} than the OpenCV loop on this "
-            "CPU; ours runs in float64 through PyTorch on "
-            f"{section['settings']['torch_threads']} threads, OpenCV single problems in C++).\n")
+            "CPU; ours runs in float64 through PyTorch, torch threads: "
+            f"{section['settings']['torch_threads']}; OpenCV solves one problem at a time in "
+            "C++).\n")
     rows = [[r["n"], r["batch"], *[_g(r[k]["problems_per_s"]) for k in names],
              _g(r["speed_ratio_ours_over_opencv_epnp"]),
              _g(r["speed_ratio_ours_over_opencv_epnp_iterative"])] for r in thr]
@@ -110,9 +111,9 @@ def inference(section: dict[str, Any]) -> str:
         "and decoder; matching = overlap heads, similarity and soft matching; PnP = the "
         "weighted EPnP on the matches; total = the whole forward. Calibrator = "
         "`Calibrator.calibrate` end to end on the raw frame (fit to the network, forward, "
-        "RANSAC-PnP with the default settings). The weights are random: the network's time "
-        "does not depend on them, but RANSAC then finds no consensus and runs all its "
-        "hypotheses, so the Calibrator figure is an upper bound for a trained model.\n")
+        "RANSAC-PnP with the default settings). The weights are random (seed 0): the network's "
+        "time does not depend on them, but the RANSAC's adaptive stop does (it follows the "
+        "consensus found), so a trained model's Calibrator time may differ.\n")
 
 
 def node(section: dict[str, Any]) -> str:

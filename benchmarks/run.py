@@ -127,7 +127,11 @@ def document(result: dict[str, Any], tables: str) -> str:
         "Each figure is a median over repeats after a warm-up; every comparison is a ratio "
         "measured in the same run. The load average shows whether other processes shared the "
         "CPUs: a load above the CPU count means the figures are slower and noisier than on an "
-        "idle machine (ratios within one run are less affected than absolute times).\n\n"
+        "idle machine (ratios within one run are less affected than absolute times). "
+        "Threads: with other processes on the cores, torch's intra-op threads make spconv's "
+        "CPU path (many small parallel regions) slower by orders of magnitude, so on a shared "
+        "machine run with OMP_NUM_THREADS=1; the spconv section compares one thread with "
+        "every usable CPU in the same run.\n\n"
         + tables)
 
 
