@@ -119,7 +119,7 @@ def document(result: dict[str, Any], tables: str) -> str:
         f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpus_used']} usable), "
         f"{m['memory_gib']:.1f} GiB memory\n"
         f"- GPU: {m['cuda'] or 'none (GPU rows are skipped)'}\n"
-        f"- Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads, "
+        f"- Python {m['python']}, torch {m['torch']} (intra-op threads: {m['torch_threads']}, "
         f"OMP_NUM_THREADS={m['OMP_NUM_THREADS']}), spconv {m['spconv']}, "
         f"OpenCV {m['opencv']}, NumPy {m['numpy']}\n"
         f"- {m['platform']}\n"
