@@ -7,7 +7,8 @@ Writes DIR/benchmarks.json (every figure, the machine, the command) and DIR/benc
 shrinks repeats and sizes so that the run fits CI (under 3 minutes on 2 cores): one repeat,
 no warm-up for the heavy stages, the paper configuration skipped; it checks that every
 section runs, its figures are not the ones to quote. A section that
-fails is recorded as {"error": ...} and the exit status is 1; a section that cannot run here
+fails is recorded as {"error": ...} and the exit status is 1 (each section runs in its own
+process, so its peak memory is its own); a section that cannot run here
 (no CUDA, no node) is recorded as {"skipped": reason}.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,8 +81,8 @@ def machine() -> dict[str, Any]:
     return described
 
 
-def run_sections(names: list[str], quick: bool, synthetic_root: Path) -> dict[str, Any]:
-    """Each section's result (or {"error": ...}), with its wall time."""
+def run_section(name: str, quick: bool, synthetic_root: Path) -> dict[str, Any]:
+    """One section's result, or {"error": ...} when it raised."""
     runners = {
         "epnp": lambda: bench_epnp.run(quick),
         "inference": lambda: bench_inference.run(quick, synthetic_root),
@@ -89,14 +91,28 @@ def run_sections(names: list[str], quick: bool, synthetic_root: Path) -> dict[st
         "data": lambda: bench_data.run(quick, synthetic_root),
         "spconv": lambda: bench_spconv.run(quick, synthetic_root),
     }
+    try:
+        return runners[name]()
+    except Exception as err:  # noqa: BLE001 - recorded, the other sections still run
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def run_sections(names: list[str], quick: bool, synthetic_root: Path, tmp: Path
+                 ) -> dict[str, Any]:
+    """Each section in its own process (its peak memory is its own), with its wall time."""
     results: dict[str, Any] = {}
     for name in names:
         print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        out = tmp / f"{name}.json"
         t0 = time.perf_counter()
-        try:
-            section = runners[name]()
-        except Exception as err:  # noqa: BLE001 - recorded, the other sections still run
-            section = {"error": f"{type(err).__name__}: {err}"}
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", name,
+                               "--synthetic-root", str(synthetic_root), "--out", str(out),
+                               *(["--quick"] if quick else [])], cwd=REPO)
+        if out.is_file():
+            section = json.loads(out.read_text())
+        else:
+            section = {"error": f"the section's process exited with status {proc.returncode} "
+                                "without a result"}
         section["section_wall_s"] = time.perf_counter() - t0
         print(f"[benchmarks] {name}: {section['section_wall_s']:.1f} s"
               + (f" ERROR {section['error']}" if "error" in section else ""),
@@ -131,7 +147,8 @@ def document(result: dict[str, Any], tables: str) -> str:
         "Threads: with other processes on the cores, torch's intra-op threads make spconv's "
         "CPU path (many small parallel regions) slower by orders of magnitude, so on a shared "
         "machine run with OMP_NUM_THREADS=1; the spconv section compares one thread with "
-        "every usable CPU in the same run.\n\n"
+        "every usable CPU in the same run. Peak memory is the resident-set high-water mark of the "
+        "section's own process (Python, libraries, model and data included).\n\n"
         + tables)
 
 
@@ -143,7 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"also render {REPO.name}/BENCHMARKS.md")
     p.add_argument("--sections", default=",".join(SECTIONS),
                    help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--worker", choices=SECTIONS, help=argparse.SUPPRESS)
+    p.add_argument("--synthetic-root", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker:  # one section in this process; --out is its JSON file
+        section = run_section(args.worker, args.quick, args.synthetic_root)
+        write_text_atomic(args.out, json.dumps(section) + "\n")
+        return 0
     names = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown or not names:
@@ -157,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nclr_bench_") as tmp:
         print("[benchmarks] writing the synthetic frames ...", file=sys.stderr, flush=True)
         synthetic_root = write_synthetic(Path(tmp) / "synthetic", SYNTHETIC_FRAMES[args.quick])
-        result["sections"] = run_sections(names, args.quick, synthetic_root)
+        result["sections"] = run_sections(names, args.quick, synthetic_root, Path(tmp))
     result["load_average_at_end"] = list(os.getloadavg())
     result["wall_s"] = time.perf_counter() - start
     result["finished_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
