@@ -137,7 +137,8 @@ def training(section: dict[str, Any]) -> str:
             continue
         rows = [[name, c["batch_size"], c["points_per_batch"], "x".join(map(str, c["image_hw"])),
                  _ms(c["step_s"]["median_s"]), f"{c['memory']['peak_rss_mib']:.0f}",
-                 _g(c["memory"].get("cuda_peak_allocated_mib", float("nan")))]
+                 (f"{c['memory']['cuda_peak_allocated_mib']:.0f}"
+                  if "cuda_peak_allocated_mib" in c["memory"] else "n/a")]
                 for name, c in section[device].items()]
         out += f"\n**{device.upper()}**\n\n" + _table(
             ["config", "batch", "points", "image HxW", "step ms", "peak RSS MiB",
