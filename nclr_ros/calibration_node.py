@@ -74,14 +74,17 @@ from nclr_ros.node_common import (
     stamp_seconds,
     subscription_qos,
 )
+from nclr_ros.package_files import package_file
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 NODE_NAME = "nclr_calibration"
+SHIPPED_MODEL = "nclr_synthetic_cpu.pt"  # models/ in the package (see README)
 
 # name -> (default, description). Defaults mirror config/calibrate.yaml (a test checks it).
 # Every parameter is read-only: it is read once at start-up.
 PARAMETERS: ParameterTable = {
-    "model_path": ("", "NCLR checkpoint (.pt) written by training/pretrain.py; required."),
+    "model_path": ("", "NCLR checkpoint (.pt; training/export_model.py); empty: the shipped "
+                       f"models/{SHIPPED_MODEL}, trained on synthetic data only."),
     "device": ("cpu", "torch device for inference: cpu, cuda, cuda:1, ..."),
     "use_compressed": (False, "subscribe to image/compressed (CompressedImage) instead of "
                               "image (Image)."),
@@ -197,7 +200,14 @@ class CalibrationNode(Node):
         p = declare_parameters(self, PARAMETERS)
         self.params = p
         if not p["model_path"]:
-            raise ValueError("parameter model_path is empty: set it to an NCLR checkpoint")
+            shipped = package_file("models", SHIPPED_MODEL)
+            if shipped is None:
+                raise ValueError("parameter model_path is empty and the package has no "
+                                 f"models/{SHIPPED_MODEL}: set it to an NCLR checkpoint")
+            self.get_logger().warning(
+                f"model_path is empty: using the shipped {shipped}, pre-trained on synthetic "
+                "scenes only; pre-train on your own logs for a real vehicle")
+            p["model_path"] = str(shipped)
         settings = SolverSettings(
             reprojection_threshold_px=p["reprojection_threshold_px"],
             ransac_iterations=p["ransac_iterations"],

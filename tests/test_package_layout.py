@@ -42,7 +42,7 @@ def test_resource_marker_and_setup_cfg_install_dirs():
 def test_data_files_install_launch_and_config():
     source = ast.unparse(_setup_kwarg("data_files"))
     for needle in ("share/ament_index/resource_index/packages", "package.xml",
-                   "launch/*.launch.py", "config/*.yaml", "config/*.xml"):
+                   "launch/*.launch.py", "config/*.yaml", "config/*.xml", "models/*.pt"):
         assert needle in source, needle
 
 
