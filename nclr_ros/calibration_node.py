@@ -67,6 +67,7 @@ from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 from nclr_ros.node_common import (
     LATCHED,
     BadInputLog,
+    NewestJobWorker,
     ParameterTable,
     declare_parameters,
     diagnostic_array,
@@ -243,14 +244,10 @@ class CalibrationNode(Node):
                 D=np.asarray(p["camera_d"]) if p["camera_distortion_model"] != "none"
                 else np.zeros(0))
 
-        self._lock = threading.Lock()  # counters, estimate, job slot
-        self._wake = threading.Condition(self._lock)
-        self._job: _Job | None = None
-        self._busy = False
-        self._stop = False
+        self._lock = threading.Lock()  # counters, estimate, the worker's job slot
         self.counts = {"camera_infos_received": 0, "images_received": 0,
                        "clouds_received": 0, "pairs_received": 0,
-                       "pairs_processed": 0, "pairs_dropped": 0, "estimates_accepted": 0,
+                       "estimates_accepted": 0,
                        "estimates_rejected": 0}
         self.bad_input = BadInputLog(self.get_logger(), p["warn_throttle_s"])
         self._last_pair_time = time.monotonic()
@@ -287,9 +284,9 @@ class CalibrationNode(Node):
                 self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", LATCHED)
         self.create_service(Trigger, "~/save_calibration", self._on_save)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="nclr_calibration_worker",
-                                        daemon=True)
-        self._worker.start()
+        self._worker = NewestJobWorker(self._process, self.get_logger(),
+                                       "calibration of a pair", self._lock,
+                                       "nclr_calibration_worker")
         self.get_logger().info(
             f"calibrating with {p['model_path']} on {p['device']}; subscribed to "
             f"{'image/compressed' if p['use_compressed'] else 'image'}, points"
@@ -389,32 +386,11 @@ class CalibrationNode(Node):
                           f"than sync_slop_s={self.params['sync_slop_s']} s")
             return
         self._last_pair_time = now
-        with self._wake:
+        with self._lock:
             self.counts["pairs_received"] += 1
-            if self._job is not None:
-                self.counts["pairs_dropped"] += 1  # replaced by the newer pair
-            self._job = _Job(pair, now)
-            self._wake.notify()
+            self._worker.submit(_Job(pair, now))
 
     # -- worker ---------------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while self._job is None and not self._stop:
-                    self._wake.wait()
-                if self._stop:
-                    return
-                job, self._job = self._job, None
-                self._busy = True
-            try:
-                self._process(job)
-            except Exception as err:  # a bug must not kill the worker silently
-                self.get_logger().error(f"calibration of a pair failed: {err!r}")
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self.counts["pairs_processed"] += 1
-
     def _process(self, job: _Job) -> None:
         image: _Frame = job.pair.image
         cloud: _Frame = job.pair.cloud
@@ -492,8 +468,10 @@ class CalibrationNode(Node):
         """The diagnostic key-values (counters, bad input by reason, latency, spread)."""
         with self._lock:
             values: dict[str, Any] = dict(self.counts)
-            values["pairs_pending"] = int(self._job is not None)
-            values["pairs_in_progress"] = int(self._busy)
+            values["pairs_processed"] = self._worker.processed
+            values["pairs_dropped"] = self._worker.dropped
+            values["pairs_pending"] = self._worker.pending
+            values["pairs_in_progress"] = self._worker.in_progress
             sync = self.pairer.counters
             values["sync_dropped_images"] = sync.dropped_images
             values["sync_dropped_clouds"] = sync.dropped_clouds
@@ -565,10 +543,7 @@ class CalibrationNode(Node):
 
     def shutdown(self) -> None:
         """Stop the worker and, with save_on_shutdown, write the calibration files."""
-        with self._wake:
-            self._stop = True
-            self._wake.notify()
-        self._worker.join(timeout=30.0)
+        self._worker.stop()
         if self.params["save_on_shutdown"]:
             try:
                 paths = self.save()

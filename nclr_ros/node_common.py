@@ -91,6 +91,71 @@ class BadInputLog:
                     for reason, count in sorted(self._counts.items())}
 
 
+class NewestJobWorker:
+    """A background thread that always works on the newest job.
+
+    `submit` replaces a job still waiting (counted in `dropped`); `process(job)` runs on the
+    thread, and an exception it raises is logged, not fatal (`processed` counts it either
+    way). `lock` is the node's: call `submit` and read the counters while holding it, so
+    the node's own counters change atomically with these.
+    """
+
+    def __init__(self, process: Callable[[Any], None], logger: Any, what: str,
+                 lock: threading.Lock, name: str) -> None:
+        self.lock = lock
+        self._wake = threading.Condition(lock)
+        self._process = process
+        self._logger = logger
+        self._what = what
+        self._job: Any = None
+        self._busy = False
+        self._stop = False
+        self.processed = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return int(self._job is not None)
+
+    @property
+    def in_progress(self) -> int:
+        return int(self._busy)
+
+    def submit(self, job: Any) -> None:
+        """Make `job` the next one (caller holds `lock`)."""
+        if self._job is not None:
+            self.dropped += 1  # replaced by the newer job
+        self._job = job
+        self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._job is None and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                job, self._job = self._job, None
+                self._busy = True
+            try:
+                self._process(job)
+            except Exception as err:  # a bug must not kill the worker silently
+                self._logger.error(f"{self._what} failed: {err!r}")
+            finally:
+                with self.lock:
+                    self._busy = False
+                    self.processed += 1
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the job in progress, drop a waiting one, end the thread."""
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._thread.join(timeout=timeout_s)
+
+
 def diagnostic_array(name: str, level: bytes, message: str, values: dict[str, str],
                      stamp: Any) -> DiagnosticArray:
     """One DiagnosticStatus (hardware_id "nclr") with `values` as key-values, at `stamp`."""

@@ -40,6 +40,7 @@ from nclr_core.segmenter import Segmenter
 from nclr_ros.conversions import pointcloud2_to_xyzi, xyz_fields_to_pointcloud2
 from nclr_ros.node_common import (
     BadInputLog,
+    NewestJobWorker,
     ParameterTable,
     declare_parameters,
     diagnostic_array,
@@ -155,13 +156,8 @@ class SegmentationNode(Node):
                 f"{len(self.segmenter.class_names)}: {self.segmenter.class_names}")
 
         self.bad_input = BadInputLog(self.get_logger(), p["warn_throttle_s"])
-        self._lock = threading.Lock()  # counters, last result, job slot
-        self._wake = threading.Condition(self._lock)
-        self._job: _Cloud | None = None
-        self._busy = False
-        self._stop = False
-        self.counts = {"clouds_received": 0, "clouds_skipped": 0, "clouds_queued": 0,
-                       "clouds_processed": 0, "clouds_dropped": 0}
+        self._lock = threading.Lock()  # counters, last result, the worker's job slot
+        self.counts = {"clouds_received": 0, "clouds_skipped": 0, "clouds_queued": 0}
         self.last_latency_s = math.nan
         self.last_points = 0
         self.last_histogram = np.zeros(len(self.classes.names), dtype=np.int64)
@@ -171,9 +167,9 @@ class SegmentationNode(Node):
         self.pub_colored = self.create_publisher(PointCloud2, "~/colored", 5)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="nclr_segmentation_worker",
-                                        daemon=True)
-        self._worker.start()
+        self._worker = NewestJobWorker(self._process, self.get_logger(),
+                                       "segmentation of a cloud", self._lock,
+                                       "nclr_segmentation_worker")
         self.get_logger().info(
             f"segmenting with {p['model_path']} on {p['device']} into "
             f"{len(self.classes.names)} classes ({classes_path}); subscribed to points "
@@ -182,16 +178,13 @@ class SegmentationNode(Node):
     # -- subscription ---------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
         points = self._checked_points(msg)
-        with self._wake:
+        with self._lock:
             self.counts["clouds_received"] += 1
             if points is None:
                 self.counts["clouds_skipped"] += 1
                 return
             self.counts["clouds_queued"] += 1
-            if self._job is not None:
-                self.counts["clouds_dropped"] += 1  # replaced by the newer cloud
-            self._job = _Cloud(points, msg.header, time.monotonic())
-            self._wake.notify()
+            self._worker.submit(_Cloud(points, msg.header, time.monotonic()))
 
     def _checked_points(self, msg: PointCloud2) -> np.ndarray | None:
         """(N, 4) finite x y z intensity of the cloud, or None (reported) when it is bad."""
@@ -223,24 +216,6 @@ class SegmentationNode(Node):
         return points
 
     # -- worker ---------------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._wake:
-                while self._job is None and not self._stop:
-                    self._wake.wait()
-                if self._stop:
-                    return
-                job, self._job = self._job, None
-                self._busy = True
-            try:
-                self._process(job)
-            except Exception as err:  # a bug must not kill the worker silently
-                self.get_logger().error(f"segmentation of a cloud failed: {err!r}")
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self.counts["clouds_processed"] += 1
-
     def _process(self, job: _Cloud) -> None:
         try:
             labels, confidence = self.segmenter.segment(job.points)
@@ -265,8 +240,10 @@ class SegmentationNode(Node):
         latency (queued to published, seconds) and most frequent classes."""
         with self._lock:
             values: dict[str, Any] = dict(self.counts)
-            values["clouds_pending"] = int(self._job is not None)
-            values["clouds_in_progress"] = int(self._busy)
+            values["clouds_processed"] = self._worker.processed
+            values["clouds_dropped"] = self._worker.dropped
+            values["clouds_pending"] = self._worker.pending
+            values["clouds_in_progress"] = self._worker.in_progress
             values["last_points"] = self.last_points
             values["last_latency_s"] = self.last_latency_s
             histogram = self.last_histogram
@@ -293,10 +270,7 @@ class SegmentationNode(Node):
 
     def shutdown(self) -> None:
         """Stop the worker thread."""
-        with self._wake:
-            self._stop = True
-            self._wake.notify()
-        self._worker.join(timeout=30.0)
+        self._worker.stop()
 
 
 def main(args: list[str] | None = None) -> None:

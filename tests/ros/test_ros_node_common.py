@@ -38,3 +38,54 @@ def test_bad_input_counted_every_time_warned_once_per_throttle():
     unthrottled.report("empty_cloud", "again")
     unthrottled.report("empty_cloud", "again")
     assert logger.warnings[-1] == "[empty_cloud] again (x2 so far)"
+
+
+def test_newest_job_worker_replaces_waiting_jobs_and_survives_errors():
+    import threading
+    import time
+
+    from nclr_ros.node_common import NewestJobWorker
+
+    class Log:
+        def __init__(self):
+            self.errors = []
+
+        def error(self, text):
+            self.errors.append(text)
+
+    gate, done, seen = threading.Event(), threading.Event(), []
+
+    def process(job):
+        gate.wait(10)
+        seen.append(job)
+        if job == "bad":
+            raise RuntimeError("boom")
+        if job == "last":
+            done.set()
+
+    lock, log = threading.Lock(), Log()
+    worker = NewestJobWorker(process, log, "test job", lock, "test_worker")
+    with lock:
+        worker.submit("first")
+    while True:  # wait until the worker holds "first"
+        with lock:
+            if worker.in_progress:
+                break
+        time.sleep(0.001)
+    with lock:
+        for job in ("a", "b", "bad"):
+            worker.submit(job)
+        assert worker.pending == 1 and worker.dropped == 2
+    gate.set()
+    while True:
+        with lock:
+            if worker.processed == 2:
+                break
+        time.sleep(0.001)
+    with lock:
+        worker.submit("last")
+    assert done.wait(10)
+    worker.stop()
+    assert seen == ["first", "bad", "last"]
+    assert worker.processed == 3 and worker.dropped == 2
+    assert log.errors == ["test job failed: RuntimeError('boom')"]
