@@ -65,12 +65,17 @@ from nclr_core.geometry.se3 import (
     matrix_from_quaternion_xyzw,
     quaternion_xyzw_from_matrix,
 )
-from nclr_core.inference import Calibrator, SolverSettings
+from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import load_calibration_json, load_calibration_yaml
-from nclr_core.temporal_estimator import TemporalEstimator
 from nclr_ros.bag_messages import CAMERA_INFO_TYPE, BagError, BagTopics
 from nclr_ros.bag_read import BagFrames, iter_raw, open_bag, topic_types
-from nclr_ros.calibration_node import NODE_NAME, PARAMETERS, depth_overlay
+from nclr_ros.calibration_node import (
+    NODE_NAME,
+    PARAMETERS,
+    depth_overlay,
+    solver_settings,
+    temporal_estimator,
+)
 from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 
 LOG = logging.getLogger(__name__)
@@ -133,31 +138,6 @@ class Pass:
 def node_parameters() -> dict[str, Any]:
     """{name: default} of the calibration node's parameters."""
     return {name: default for name, (default, _) in PARAMETERS.items()}
-
-
-def solver_settings(params: dict[str, Any]) -> SolverSettings:
-    """The node's SolverSettings from its parameters."""
-    return SolverSettings(
-        reprojection_threshold_px=params["reprojection_threshold_px"],
-        ransac_iterations=params["ransac_iterations"],
-        ransac_confidence=params["ransac_confidence"],
-        min_inliers=params["min_inliers"],
-        max_translation_m=params["max_translation_m"],
-        max_rotation_from_prior_deg=params["prior_max_rotation_deg"],
-        max_translation_from_prior_m=params["prior_max_translation_m"],
-    )
-
-
-def temporal_estimator(params: dict[str, Any], prior: np.ndarray | None) -> TemporalEstimator:
-    """The node's TemporalEstimator from its parameters and prior (None: no prior)."""
-    return TemporalEstimator(
-        window=params["window"], min_frames=params["min_frames"],
-        outlier_rotation_deg=params["outlier_rotation_deg"],
-        outlier_translation_m=params["outlier_translation_m"], T_init=prior,
-        max_rotation_from_prior_deg=params["prior_max_rotation_deg"] if prior is not None
-        else None,
-        max_translation_from_prior_m=params["prior_max_translation_m"] if prior is not None
-        else None)
 
 
 def _param_float(value: float) -> str:

@@ -193,6 +193,32 @@ def depth_overlay(image: np.ndarray, points: np.ndarray, T_cam_lidar: np.ndarray
     return out
 
 
+def solver_settings(params: dict[str, Any]) -> SolverSettings:
+    """The node's SolverSettings from its parameters."""
+    return SolverSettings(
+        reprojection_threshold_px=params["reprojection_threshold_px"],
+        ransac_iterations=params["ransac_iterations"],
+        ransac_confidence=params["ransac_confidence"],
+        min_inliers=params["min_inliers"],
+        max_translation_m=params["max_translation_m"],
+        max_rotation_from_prior_deg=params["prior_max_rotation_deg"],
+        max_translation_from_prior_m=params["prior_max_translation_m"],
+    )
+
+
+def temporal_estimator(params: dict[str, Any], prior: np.ndarray | None) -> TemporalEstimator:
+    """The node's TemporalEstimator from its parameters and prior (None: no prior)."""
+    return TemporalEstimator(
+        window=params["window"], min_frames=params["min_frames"],
+        outlier_rotation_deg=params["outlier_rotation_deg"],
+        outlier_translation_m=params["outlier_translation_m"], T_init=prior,
+        max_rotation_from_prior_deg=params["prior_max_rotation_deg"] if prior is not None
+        else None,
+        max_translation_from_prior_m=params["prior_max_translation_m"] if prior is not None
+        else None)
+
+
+
 class CalibrationNode(Node):
     """Online calibration node (see the module docstring)."""
 
@@ -209,16 +235,8 @@ class CalibrationNode(Node):
                 f"model_path is empty: using the shipped {shipped}, pre-trained on synthetic "
                 "scenes only; pre-train on your own logs for a real vehicle")
             p["model_path"] = str(shipped)
-        settings = SolverSettings(
-            reprojection_threshold_px=p["reprojection_threshold_px"],
-            ransac_iterations=p["ransac_iterations"],
-            ransac_confidence=p["ransac_confidence"],
-            min_inliers=p["min_inliers"],
-            max_translation_m=p["max_translation_m"],
-            max_rotation_from_prior_deg=p["prior_max_rotation_deg"],
-            max_translation_from_prior_m=p["prior_max_translation_m"],
-        )
-        self.calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"], settings)
+        self.calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
+                                                     solver_settings(p))
         self.prior = None
         if p["use_prior"]:
             q = np.asarray(p["prior_quaternion_xyzw"], dtype=np.float64)
@@ -227,13 +245,7 @@ class CalibrationNode(Node):
                                  f"got {q.tolist()}")
             self.prior = make_transform(matrix_from_quaternion_xyzw(q / np.linalg.norm(q)),
                                         np.asarray(p["prior_translation"], dtype=np.float64))
-        self.estimator = TemporalEstimator(
-            window=p["window"], min_frames=p["min_frames"],
-            outlier_rotation_deg=p["outlier_rotation_deg"],
-            outlier_translation_m=p["outlier_translation_m"], T_init=self.prior,
-            max_rotation_from_prior_deg=p["prior_max_rotation_deg"] if p["use_prior"] else None,
-            max_translation_from_prior_m=p["prior_max_translation_m"] if p["use_prior"] else None,
-        )
+        self.estimator = temporal_estimator(p, self.prior)
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
         self.camera: CameraModel | None = None
         if p["intrinsics_from_parameters"]:
