@@ -218,7 +218,6 @@ def temporal_estimator(params: dict[str, Any], prior: np.ndarray | None) -> Temp
         else None)
 
 
-
 class CalibrationNode(Node):
     """Online calibration node (see the module docstring)."""
 
