@@ -65,6 +65,7 @@ CALIBRATION_COLUMNS: dict[str, tuple[str, str]] = {
     "rte_m_median": ("RTE median (m)", "{:.3f}"),
     "success_rate": ("success", "{:.1%}"),
     "point_overlap_iou": ("point overlap IoU", "{:.3f}"),
+    "point_overlap_auc": ("point overlap AUC", "{:.3f}"),
     "image_overlap_iou": ("image overlap IoU", "{:.3f}"),
     "accepted_rate": ("accepted", "{:.1%}"),
     "prior_rre_euler_deg_mean": ("prior RRE mean (°)", "{:.2f}"),
@@ -72,7 +73,7 @@ CALIBRATION_COLUMNS: dict[str, tuple[str, str]] = {
 }
 DEFAULT_COLUMNS = ("num_frames", "match_err_px_mean", "match_acc_5px", "rre_euler_deg_mean",
                    "rre_euler_deg_median", "rte_m_mean", "rte_m_median", "success_rate",
-                   "point_overlap_iou", "image_overlap_iou")
+                   "point_overlap_iou", "point_overlap_auc", "image_overlap_iou")
 
 
 class ManifestError(ValueError):

@@ -3,7 +3,8 @@
 Per frame: RRE (Euler-sum 'xzy' and geodesic, degrees), RTE (m), success (RTE < 2 m and
 RRE < 5°), matching error of the matched points that have a ground-truth projection
 (network-image pixels) and the share under 5 px. Over the set: overlap precision, recall
-and IoU of S^P (points) and S^I (stride-4 cells) at θ = 0.5.
+and IoU of S^P (points) and S^I (stride-4 cells) at θ = 0.5, and the area under the ROC
+curve of S^P (ranking quality, independent of θ).
 """
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ class OverlapCounts:
                 f"{prefix}_iou": ratio(self.tp, self.tp + self.fp + self.fn)}
 
 
+def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a random positive > that of a random negative),
+    ties counted half; NaN without both classes. scores, truth: (N,)."""
+    truth = np.asarray(truth, dtype=bool)
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(order), dtype=np.float64)
+    ranks[order] = np.arange(1, len(order) + 1)
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    mean_rank = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(mean_rank, counts)
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2.0)
+                 / (positives * negatives))
+
+
 @dataclass
 class PretextAccumulator:
     """Per-frame records and overlap counts gathered over batches."""
@@ -47,6 +67,8 @@ class PretextAccumulator:
     records: list[dict] = field(default_factory=list)
     points: OverlapCounts = field(default_factory=OverlapCounts)
     cells: OverlapCounts = field(default_factory=OverlapCounts)
+    point_scores: list[np.ndarray] = field(default_factory=list)
+    point_truth: list[np.ndarray] = field(default_factory=list)
     threshold: float = 0.5
 
     def add(self, outputs: dict, batch: dict) -> None:
@@ -72,7 +94,10 @@ class PretextAccumulator:
             )
             self.records.append(record)
         if "point_scores" in outputs:
-            self.points.add(outputs["point_scores"].detach() > self.threshold, point_overlap)
+            scores = outputs["point_scores"].detach()
+            self.points.add(scores > self.threshold, point_overlap)
+            self.point_scores.append(scores.float().cpu().numpy())
+            self.point_truth.append(point_overlap.cpu().numpy())
             self.cells.add(outputs["image_scores"].detach() > self.threshold,
                            batch["image_overlap"].bool())
 
@@ -97,6 +122,9 @@ class PretextAccumulator:
         }
         out.update(self.points.summary("point_overlap"))
         out.update(self.cells.summary("image_overlap"))
+        if self.point_scores:
+            out["point_overlap_auc"] = roc_auc(np.concatenate(self.point_scores),
+                                               np.concatenate(self.point_truth))
         out["score"] = out["success_rate"] + out["match_acc_5px"]
         return out
 

@@ -212,3 +212,13 @@ def test_correspondence_similarities_pair_each_point_with_its_true_cell():
     summary = similarity_summary([with_w], [without_w])
     assert summary["num_pairs"] == len(with_w)
     assert summary["without_W_mean"] == pytest.approx(1.0) and summary["without_W_std"] < 1e-6
+
+
+def test_roc_auc_on_hand_cases():
+    from nclr_core.engine.evaluation import roc_auc
+
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    # one positive tied with one negative, one clearly above: (1 + 0.5 + 1 + 1) / 4
+    assert roc_auc(np.array([0.5, 0.5, 0.9, 0.1]), np.array([0, 1, 1, 0])) == 0.875
+    assert np.isnan(roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))

@@ -28,6 +28,7 @@ def _write(path: Path, data: dict) -> None:
 EVAL = {"num_frames": 24, "match_err_px_mean": 3.456, "match_acc_5px": 0.8125,
         "rre_euler_deg_mean": 2.5, "rre_euler_deg_median": 1.25, "rte_m_mean": 0.75,
         "rte_m_median": 0.5, "success_rate": 0.875, "point_overlap_iou": 0.6,
+        "point_overlap_auc": 0.9,
         "image_overlap_iou": None, "accepted_rate": 0.5}
 
 MANIFEST = {
@@ -77,10 +78,10 @@ def test_results_tables_cite_files_and_commands(tmp_path, monkeypatch):
     nclr = next(line for line in text.splitlines() if line.startswith("| NCLR [1]"))
     cells = [c.strip() for c in nclr.strip("|").split("|")]
     assert cells[1:] == ["24", "3.46", "81.2%", "2.50", "1.25", "0.750", "0.500", "87.5%",
-                         "0.600", "n/a"]
+                         "0.600", "0.900", "n/a"]
     for name in ("| baseline [2]", "| untrained [3]"):
         row = next(line for line in text.splitlines() if line.startswith(name))
-        assert row.count("not run") == 10
+        assert row.count("not run") == 11
     assert ("1. `eval/nclr/metrics.json` (registration): "
             "`python training/evaluate_calibration.py --out eval/nclr`") in text
     assert "no section 'baseline_cosine_hard.registration'" in text
