@@ -38,18 +38,22 @@ def _masked_weights(
     return torch.softmax(logits, dim=1)
 
 
-class SoftMatcher(nn.Module):
-    """Soft assignment: pixels as the similarity-weighted mean of allowed cell centres.
-
-    Args:
-        temperature: τ_m applied to the (already τ-scaled) similarity [1.0].
-    """
+class _Matcher(nn.Module):
+    """Holds the matching temperature τ_m (> 0) shared by both matchers."""
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"matching temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+
+
+class SoftMatcher(_Matcher):
+    """Soft assignment: pixels as the similarity-weighted mean of allowed cell centres.
+
+    Args:
+        temperature: τ_m applied to the (already τ-scaled) similarity [1.0].
+    """
 
     def forward(
         self, similarity: torch.Tensor, cell_pixels: torch.Tensor, cell_mask: torch.Tensor
@@ -69,7 +73,7 @@ class SoftMatcher(nn.Module):
         return pixels, weights.max(dim=1).values
 
 
-class HardMatcher(nn.Module):
+class HardMatcher(_Matcher):
     """Hard assignment: the centre of the most similar allowed cell (not differentiable).
 
     The confidence is still the softmax weight of that cell, so EPnP weights keep a gradient.
@@ -77,12 +81,6 @@ class HardMatcher(nn.Module):
     Args:
         temperature: τ_m of the softmax giving the confidence [1.0].
     """
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"matching temperature must be positive, got {temperature}")
-        self.temperature = float(temperature)
 
     def forward(
         self, similarity: torch.Tensor, cell_pixels: torch.Tensor, cell_mask: torch.Tensor
