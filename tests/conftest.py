@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real data samples beside the repository."""
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,31 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data samples not found at {REAL_DATA}")
     return REAL_DATA
+
+
+# A tiny untrained CalibrationNet, as the nodes, bag tools and demo load it.
+TINY_CALIBRATION_MODEL = {
+    "image_depth": 18, "fpn_channels": 16, "point_base_channels": 8, "voxel_size": 0.5,
+    "point_range": [-40.0, -40.0, -3.0, 40.0, 40.0, 3.0], "channels": 16,
+    "fusion_d_model": 32, "fusion_heads": 2, "fusion_layers": 1, "fusion_keypoints": 32,
+    "max_match_points": 64, "min_match_points": 8, "min_match_cells": 16,
+}
+TINY_CALIBRATION_DATA = {"image_height": 64, "image_width": 96, "max_points": 2000,
+                         "point_range": TINY_CALIBRATION_MODEL["point_range"]}
+
+
+@pytest.fixture(scope="session")
+def save_tiny_calibration_checkpoint() -> Callable[[Path], Path]:
+    """A function writing the tiny calibration checkpoint (weights seeded with 0) to a path."""
+    def save(path: Path) -> Path:
+        import torch
+
+        from nclr_core.engine.checkpoint import save_checkpoint
+        from nclr_core.models.calibration_net import CalibrationNet
+
+        torch.manual_seed(0)
+        net = CalibrationNet(**TINY_CALIBRATION_MODEL)
+        save_checkpoint(path, model=net.state_dict(),
+                        config={"model": TINY_CALIBRATION_MODEL, "data": TINY_CALIBRATION_DATA})
+        return path
+    return save

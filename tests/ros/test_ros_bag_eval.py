@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rosbags.rosbag2 import Writer
 
 from nclr_ros.bag_cli import main
@@ -24,14 +23,6 @@ from nclr_ros.bag_messages import (
 from nclr_ros.frame_record import FrameRecord
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = {
-    "image_depth": 18, "fpn_channels": 16, "point_base_channels": 8, "voxel_size": 0.5,
-    "point_range": [-40.0, -40.0, -3.0, 40.0, 40.0, 3.0], "channels": 16,
-    "fusion_d_model": 32, "fusion_heads": 2, "fusion_layers": 1, "fusion_keypoints": 32,
-    "max_match_points": 64, "min_match_points": 8, "min_match_cells": 16,
-}
-DATA = {"image_height": 64, "image_width": 96, "max_points": 2000,
-        "point_range": TINY_MODEL["point_range"]}
 FRAMES = 4
 METRIC_KEYS = {"command", "mode", "bag", "checkpoint", "ground_truth", "prior", "counts",
                "latency_s", "per_frame_summary", "aggregate", "per_frame", "files",
@@ -39,21 +30,15 @@ METRIC_KEYS = {"command", "mode", "bag", "checkpoint", "ground_truth", "prior", 
 
 
 @pytest.fixture(scope="module")
-def drive(tmp_path_factory) -> dict[str, Path]:
+def drive(tmp_path_factory, save_tiny_calibration_checkpoint) -> dict[str, Path]:
     """A 4-frame synthetic drive as a bag, and a tiny untrained checkpoint."""
-    from nclr_core.engine.checkpoint import save_checkpoint
-    from nclr_core.models.calibration_net import CalibrationNet
-
     root = tmp_path_factory.mktemp("bag_eval")
     subprocess.run(
         [sys.executable, str(REPO / "training" / "make_synthetic.py"), "--out",
          str(root / "synthetic"), "--frames", str(FRAMES), "--seed", "11", "--beams", "16",
          "--width", "320", "--height", "96"], check=True, capture_output=True, text=True)
     convert("synthetic", root / "synthetic", root / "bag")
-    torch.manual_seed(0)
-    checkpoint = root / "tiny.pt"
-    save_checkpoint(checkpoint, model=CalibrationNet(**TINY_MODEL).state_dict(),
-                    config={"model": TINY_MODEL, "data": DATA})
+    checkpoint = save_tiny_calibration_checkpoint(root / "tiny.pt")
     return {"root": root, "bag": root / "bag", "checkpoint": checkpoint}
 
 

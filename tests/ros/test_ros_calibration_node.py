@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,14 +31,6 @@ IMAGE_H, IMAGE_W = 240, 320
 CLOUD_POINTS = 120_000
 CAMERA_FRAME, LIDAR_FRAME = "camera_optical", "lidar_top"
 K = [250.0, 0.0, 159.5, 0.0, 250.0, 119.5, 0.0, 0.0, 1.0]
-TINY_MODEL = {
-    "image_depth": 18, "fpn_channels": 16, "point_base_channels": 8, "voxel_size": 0.5,
-    "point_range": [-40.0, -40.0, -3.0, 40.0, 40.0, 3.0], "channels": 16,
-    "fusion_d_model": 32, "fusion_heads": 2, "fusion_layers": 1, "fusion_keypoints": 32,
-    "max_match_points": 64, "min_match_points": 8, "min_match_cells": 16,
-}
-DATA = {"image_height": 64, "image_width": 96, "max_points": 2000,
-        "point_range": TINY_MODEL["point_range"]}
 BAD_REASONS = ("empty_cloud", "non_finite_points", "cloud_without_xyz",
                "unknown_image_encoding", "image_size_mismatch", "stamps_never_pair")
 DRIVER_TIMEOUT_S = 90.0
@@ -241,16 +232,6 @@ def _drive(output_dir: str, timeout_s: float) -> dict:  # noqa: C901 - one scrip
 
 
 # ---------------------------------------------------------------- test
-def _tiny_checkpoint(path: Path) -> Path:
-    from nclr_core.engine.checkpoint import save_checkpoint
-    from nclr_core.models.calibration_net import CalibrationNet
-
-    torch.manual_seed(0)
-    net = CalibrationNet(**TINY_MODEL)
-    save_checkpoint(path, model=net.state_dict(), config={"model": TINY_MODEL, "data": DATA})
-    return path
-
-
 def test_parameter_defaults_match_config_yaml():
     from nclr_ros.calibration_node import PARAMETERS
 
@@ -291,11 +272,11 @@ def test_depth_overlay_colours_points_near_red_far_blue():
 
 
 @pytest.mark.slow
-def test_node_end_to_end(tmp_path):
+def test_node_end_to_end(tmp_path, save_tiny_calibration_checkpoint):
     pytest.importorskip("rmw_fastrtps_cpp", reason="rmw_fastrtps_cpp is not installed")
     from nclr_core.io.calibration_files import load_calibration_json, load_calibration_yaml
 
-    checkpoint = _tiny_checkpoint(tmp_path / "tiny.pt")
+    checkpoint = save_tiny_calibration_checkpoint(tmp_path / "tiny.pt")
     out_dir = tmp_path / "calibration"
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(100, 200)),
                RMW_IMPLEMENTATION="rmw_fastrtps_cpp",
@@ -366,7 +347,8 @@ def test_node_end_to_end(tmp_path):
                                .T_cam_lidar, saved_T, atol=1e-9)
 
 
-def test_compressed_images_with_intrinsics_from_parameters(tmp_path):
+def test_compressed_images_with_intrinsics_from_parameters(tmp_path,
+                                                          save_tiny_calibration_checkpoint):
     """In-process: CompressedImage input, reliable QoS, intrinsics from parameters, optional
     /tf_static, and no save before an estimate exists."""
     import rclpy
@@ -380,7 +362,7 @@ def test_compressed_images_with_intrinsics_from_parameters(tmp_path):
     from nclr_ros.image_msgs import rgb_to_compressed_image
     from nclr_ros.pointcloud2 import xyz_fields_to_pointcloud2
 
-    checkpoint = _tiny_checkpoint(tmp_path / "tiny.pt")
+    checkpoint = save_tiny_calibration_checkpoint(tmp_path / "tiny.pt")
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=random.randint(100, 200))
     overrides = {

@@ -5,17 +5,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MODEL = {
-    "image_depth": 18, "fpn_channels": 16, "point_base_channels": 8, "voxel_size": 0.5,
-    "point_range": [-40.0, -40.0, -3.0, 40.0, 40.0, 3.0], "channels": 16,
-    "fusion_d_model": 32, "fusion_heads": 2, "fusion_layers": 1, "fusion_keypoints": 32,
-    "max_match_points": 64, "min_match_points": 8, "min_match_cells": 16,
-}
-DATA = {"image_height": 64, "image_width": 96, "max_points": 2000,
-        "point_range": TINY_MODEL["point_range"]}
 
 
 def _demo():
@@ -35,14 +26,9 @@ def test_missing_checkpoint_names_the_file_and_how_to_make_it(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_runs_live_end_to_end_and_ends_with_the_aggregate_error(tmp_path, capsys):
-    from nclr_core.engine.checkpoint import save_checkpoint
-    from nclr_core.models.calibration_net import CalibrationNet
-
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "tiny.pt"
-    save_checkpoint(checkpoint, model=CalibrationNet(**TINY_MODEL).state_dict(),
-                    config={"model": TINY_MODEL, "data": DATA})
+def test_demo_runs_live_end_to_end_and_ends_with_the_aggregate_error(
+        tmp_path, capsys, save_tiny_calibration_checkpoint):
+    checkpoint = save_tiny_calibration_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "demo"
     argv = ["--checkpoint", str(checkpoint), "--out", str(out), "--frames", "3",
             "--width", "320", "--height", "96", "--beams", "16", "--threads", "1"]
