@@ -74,7 +74,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=DATASETS,
                         help="reader (default: the checkpoint's data.dataset)")
     parser.add_argument("--split", required=True, nargs="+",
-                        help="sequences / split names / scene tokens to evaluate on")
+                        help="sequences / split names / nuScenes scene names or tokens")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--regime", choices=(*REGIMES, "both"), default="both")
     parser.add_argument("--baseline", choices=("cosine_hard",),

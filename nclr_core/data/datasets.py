@@ -6,8 +6,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from nclr_core.config import ConfigError
 from nclr_core.data.kitti import KittiObjectDataset
-from nclr_core.data.nuscenes import NuScenesDataset
+from nclr_core.data.nuscenes import NuScenesDataset, resolve_scenes
 from nclr_core.data.pairs import PairSampler
 from nclr_core.data.semantickitti import SemanticKittiDataset
 from nclr_core.data.transforms import (
@@ -43,15 +44,18 @@ class _Concat:
         raise IndexError(index)
 
 
-def build_reader(cfg: DataConfig, split: list[str]) -> Any:
-    """The reader of `cfg.dataset` over `split` (see DataConfig for what a split names)."""
+def build_reader(cfg: DataConfig, split: list[str], exclude: list[str] | None = None) -> Any:
+    """The reader of `cfg.dataset` over `split` (see DataConfig for what a split names);
+    `exclude` (nuscenes only) drops those scenes."""
+    if exclude and cfg.dataset != "nuscenes":
+        raise ValueError(f"exclude is for nuscenes only, not {cfg.dataset!r}")
     if cfg.dataset in ("synthetic", "semantickitti"):
         return SemanticKittiDataset(cfg.root, sequences=tuple(split), camera=cfg.camera)
     if cfg.dataset == "kitti_object":
         return _Concat([KittiObjectDataset(cfg.root, split=s) for s in split])
     if cfg.dataset == "nuscenes":
         return NuScenesDataset(cfg.root, version=cfg.nuscenes_version, camera=cfg.camera,
-                               scenes=split)
+                               scenes=split, exclude_scenes=exclude or ())
     raise ValueError(f"unknown dataset {cfg.dataset!r}")
 
 
@@ -95,8 +99,40 @@ class PairDataset(Dataset):
         return sample
 
 
+def check_splits(cfg: DataConfig) -> None:
+    """ConfigError unless a nuscenes config holds out validation scenes: `val_split` must
+    name scenes (tokens or names) that `train_split` does not. Other datasets pass as they are.
+    """
+    if cfg.dataset != "nuscenes":
+        return
+    if not cfg.val_split:
+        raise ConfigError(
+            "data.val_split is empty: name held-out nuScenes scenes (e.g. [scene-0103, "
+            "scene-0916], the v1.0-mini val scenes); without them validation would see the "
+            "training scenes")
+    tokens = {}
+    for key in ("train_split", "val_split"):
+        try:
+            tokens[key] = resolve_scenes(cfg.root, cfg.nuscenes_version, getattr(cfg, key))
+        except ValueError as err:
+            raise ConfigError(f"data.{key}: {err}") from err
+    train = set(tokens["train_split"])
+    shared = [entry for entry, token in zip(cfg.val_split, tokens["val_split"], strict=True)
+              if token in train]
+    if shared:
+        raise ConfigError(f"data.val_split shares scene(s) {shared} with data.train_split: a "
+                          "validation scene must not be trained on")
+
+
 def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
-    """Training pairs (random crops, fresh pairs each epoch) or fixed validation pairs."""
+    """Training pairs (random crops, fresh pairs each epoch) or fixed validation pairs.
+
+    nuscenes: `check_splits` first; an empty `train_split` trains on every scene of the
+    version but the `val_split` ones.
+    """
+    check_splits(cfg)
     split = cfg.train_split if train else cfg.val_split
+    exclude = cfg.val_split if cfg.dataset == "nuscenes" and train and not split else None
     max_frames = None if train else cfg.val_max_frames
-    return PairDataset(build_reader(cfg, split), pair_transform(cfg, train), seed, max_frames)
+    return PairDataset(build_reader(cfg, split, exclude), pair_transform(cfg, train), seed,
+                       max_frames)

@@ -3,6 +3,7 @@
 Layout under `root`::
 
     <version>/sample.json, sample_data.json, calibrated_sensor.json, ego_pose.json, sensor.json
+    <version>/scene.json          read only when scenes are selected (token and name per scene)
     samples/LIDAR_TOP/*.pcd.bin   float32 (N, 5): x y z intensity ring, LIDAR_TOP frame
     samples/CAM_*/*.jpg           camera keyframes
 
@@ -69,6 +70,33 @@ def nuscenes_T_cam_lidar(
     return compose(invert(T_ego_cam), invert(T_global_egocam), T_global_egolidar, T_ego_lidar)
 
 
+def resolve_scenes(root: str | Path, version: str, entries: Sequence[str]) -> list[str]:
+    """The scene tokens of `entries`, in order; each entry is a scene token or a scene name
+    ("scene-0061") of `<root>/<version>/scene.json`. ValueError names the entries that are
+    neither; no entries read no file."""
+    if not entries:
+        return []
+    table_dir = require_dir(Path(root) / version, f"nuScenes table folder {version!r}")
+    scenes = _load_table(table_dir / "scene.json")
+    by_name = {str(rec["name"]): token for token, rec in scenes.items() if "name" in rec}
+    tokens: list[str] = []
+    unknown: list[str] = []
+    for entry in entries:
+        entry = str(entry)
+        if entry in scenes:
+            tokens.append(entry)
+        elif entry in by_name:
+            tokens.append(by_name[entry])
+        else:
+            unknown.append(entry)
+    if unknown:
+        raise ValueError(
+            f"unknown nuScenes scene(s) {unknown} in {table_dir}: neither a scene token nor a "
+            f"scene name of scene.json ({len(scenes)} scenes, e.g. {sorted(by_name)[:3]})"
+        )
+    return tokens
+
+
 def _load_table(path: Path) -> dict[str, dict[str, Any]]:
     """A nuScenes json table as {token: record}."""
     require_file(path)
@@ -94,7 +122,8 @@ class NuScenesDataset:
     (3, 3), `T_cam_lidar` (4, 4) (LiDAR at its stamp -> camera at its stamp, ego motion
     included), `stamp` LiDAR time (s), `camera_stamp` (s), `camera_frame` the camera channel,
     `lidar_frame` "LIDAR_TOP", `sequence` the scene token, `frame_id` the sample token.
-    `scenes` (scene tokens) restricts the samples to those scenes; empty keeps every scene.
+    `scenes` (scene tokens or names, see `resolve_scenes`) restricts the samples to those
+    scenes, empty keeps every scene; `exclude_scenes` (same form) then drops scenes.
     """
 
     def __init__(
@@ -103,6 +132,7 @@ class NuScenesDataset:
         version: str = "v1.0-mini",
         camera: str = "CAM_FRONT",
         scenes: Sequence[str] = (),
+        exclude_scenes: Sequence[str] = (),
     ) -> None:
         self.root = require_dir(root, "nuScenes root")
         self.camera = camera
@@ -110,6 +140,8 @@ class NuScenesDataset:
         self._paths = {name: table_dir / f"{name}.json" for name in _TABLES}
         tables = {name: _load_table(path) for name, path in self._paths.items()}
         self._tables = tables
+        keep = set(resolve_scenes(self.root, version, scenes))
+        drop = set(resolve_scenes(self.root, version, exclude_scenes))
         channels = {
             token: self._field(rec, "channel", "sensor") for token, rec in tables["sensor"].items()
         }
@@ -130,7 +162,8 @@ class NuScenesDataset:
                 keyframes.setdefault(sample_token, {})[channel] = rec
         self._items: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for token, sample in tables["sample"].items():
-            if scenes and self._field(sample, "scene_token", "sample") not in scenes:
+            scene = self._field(sample, "scene_token", "sample")
+            if (keep and scene not in keep) or scene in drop:
                 continue
             found = keyframes.get(token, {})
             for channel in (LIDAR_CHANNEL, camera):
@@ -140,7 +173,8 @@ class NuScenesDataset:
                     )
             self._items.append((sample, found[LIDAR_CHANNEL], found[camera]))
         if not self._items:
-            raise DataFormatError(f"{self._paths['sample']}: no samples")
+            selected = " in the selected scenes" if keep or drop else ""
+            raise DataFormatError(f"{self._paths['sample']}: no samples{selected}")
         self._items.sort(key=lambda item: self._field(item[0], "timestamp", "sample"))
 
     def _field(self, record: Mapping[str, Any], key: str, table: str) -> Any:

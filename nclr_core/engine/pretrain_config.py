@@ -14,7 +14,8 @@ class DataConfig:
     dataset: DatasetName = "synthetic"
     root: str = "data/synthetic"
     # synthetic / semantickitti: sequence names; kitti_object: "training" / "testing";
-    # nuscenes: scene tokens (empty = every scene of `nuscenes_version`).
+    # nuscenes: scene names ("scene-0061") or tokens; val_split is required and disjoint
+    # from train_split, an empty train_split = every other scene of `nuscenes_version`.
     train_split: list[str] = field(default_factory=lambda: ["00"])
     val_split: list[str] = field(default_factory=lambda: ["01"])
     nuscenes_version: str = "v1.0-mini"

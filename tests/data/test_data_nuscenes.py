@@ -1,12 +1,19 @@
-"""nuScenes reader: table composition, ego motion, and the real keyframe rebuilt as tables."""
+"""nuScenes reader: table composition, ego motion, the real keyframe rebuilt as tables, and
+scene selection by name or token (with the pre-training split checks)."""
+import importlib.util
 import json
+import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from nclr_core.config import ConfigError
+from nclr_core.data.datasets import build_pair_dataset, check_splits
 from nclr_core.data.files import DataFormatError
-from nclr_core.data.nuscenes import NuScenesDataset, nuscenes_T_cam_lidar
+from nclr_core.data.nuscenes import NuScenesDataset, nuscenes_T_cam_lidar, resolve_scenes
+from nclr_core.engine.pretrain_config import DataConfig
 from nclr_core.geometry.se3 import (
     compose,
     invert,
@@ -16,6 +23,7 @@ from nclr_core.geometry.se3 import (
     transform_points,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 LIDAR_FILE = "n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin"
 
 
@@ -158,3 +166,124 @@ def test_layout_errors(tmp_path: Path, keyframe: tuple[Path, dict]) -> None:
     (tmp_path / "v1.0-mini" / "sample.json").write_text("{not json")
     with pytest.raises(DataFormatError, match=r"sample\.json"):
         NuScenesDataset(tmp_path)
+
+
+def _write_scene_tables(root: Path, scenes: dict[str, int]) -> dict[str, str]:
+    """Tables under root/v1.0-mini with scene.json: {scene name: sample count}; returns
+    {name: token}. Every sample has a LIDAR_TOP and a CAM_FRONT keyframe (shared files)."""
+    table_dir = root / "v1.0-mini"
+    table_dir.mkdir(parents=True)
+    (root / "samples").mkdir()
+    np.zeros((3, 5), np.float32).tofile(root / "samples" / "cloud.pcd.bin")
+    cv2.imwrite(str(root / "samples" / "image.png"), np.zeros((4, 6, 3), np.uint8))
+    eye = _record(np.eye(4))
+    tables: dict[str, list] = {
+        "sensor": [{"token": "s_lidar", "channel": "LIDAR_TOP"},
+                   {"token": "s_cam", "channel": "CAM_FRONT"}],
+        "calibrated_sensor": [
+            {**eye, "token": "cs_lidar", "sensor_token": "s_lidar", "camera_intrinsic": []},
+            {**eye, "token": "cs_cam", "sensor_token": "s_cam",
+             "camera_intrinsic": [[100.0, 0.0, 3.0], [0.0, 100.0, 2.0], [0.0, 0.0, 1.0]]}],
+        "ego_pose": [{**eye, "token": "ep", "timestamp": 0}],
+        "sample_data": [], "sample": [], "scene": []}
+    tokens = {}
+    stamp = 1_000_000
+    for i, (name, count) in enumerate(scenes.items()):
+        tokens[name] = f"{i:02d}c0ffee{i:02d}"
+        tables["scene"].append({"token": tokens[name], "name": name, "nbr_samples": count})
+        for j in range(count):
+            smp, stamp = f"smp_{i}_{j}", stamp + 500_000
+            tables["sample"].append({"token": smp, "timestamp": stamp,
+                                     "scene_token": tokens[name]})
+            for ch, file in (("lidar", "cloud.pcd.bin"), ("cam", "image.png")):
+                tables["sample_data"].append(
+                    {"token": f"sd_{ch}_{i}_{j}", "sample_token": smp, "ego_pose_token": "ep",
+                     "calibrated_sensor_token": f"cs_{ch}", "timestamp": stamp,
+                     "is_key_frame": True, "filename": f"samples/{file}"})
+    for name, records in tables.items():
+        (table_dir / f"{name}.json").write_text(json.dumps(records))
+    return tokens
+
+
+SCENES = {"scene-0061": 2, "scene-0103": 1, "scene-0916": 3}
+
+
+def test_scenes_select_by_name_or_token(tmp_path: Path) -> None:
+    tokens = _write_scene_tables(tmp_path, SCENES)
+    assert len(NuScenesDataset(tmp_path)) == 6
+    by_name = NuScenesDataset(tmp_path, scenes=["scene-0916", "scene-0103"])
+    by_token = NuScenesDataset(tmp_path, scenes=[tokens["scene-0916"], tokens["scene-0103"]])
+    mixed = NuScenesDataset(tmp_path, scenes=[tokens["scene-0916"], "scene-0103"])
+    for ds in (by_name, by_token, mixed):
+        # `sequence` stays the scene token
+        assert [s["sequence"] for s in ds] == [tokens["scene-0103"]] + [tokens["scene-0916"]] * 3
+    rest = NuScenesDataset(tmp_path, exclude_scenes=["scene-0103", tokens["scene-0916"]])
+    assert {s["sequence"] for s in rest} == {tokens["scene-0061"]} and len(rest) == 2
+    assert resolve_scenes(tmp_path, "v1.0-mini", ["scene-0061", tokens["scene-0103"]]) == [
+        tokens["scene-0061"], tokens["scene-0103"]]
+    assert resolve_scenes(tmp_path / "nowhere", "v1.0-mini", []) == []
+
+
+def test_unknown_scene_names_the_entries_and_the_folder(tmp_path: Path) -> None:
+    tokens = _write_scene_tables(tmp_path, SCENES)
+    with pytest.raises(ValueError, match=r"\['scene-9999', 'nope'\] in .*v1\.0-mini") as err:
+        NuScenesDataset(tmp_path, scenes=["scene-0061", "scene-9999", tokens["scene-0103"],
+                                          "nope"])
+    assert not isinstance(err.value, DataFormatError)
+    with pytest.raises(ValueError, match="scene-9999"):
+        NuScenesDataset(tmp_path, exclude_scenes=["scene-9999"])
+    (tmp_path / "v1.0-mini" / "scene.json").unlink()
+    NuScenesDataset(tmp_path)  # scene.json is read only when scenes are named
+    with pytest.raises(FileNotFoundError, match=r"scene\.json"):
+        NuScenesDataset(tmp_path, scenes=["scene-0061"])
+
+
+def _nuscenes_data(root: Path, **splits: list[str]) -> DataConfig:
+    return DataConfig(dataset="nuscenes", root=str(root), nuscenes_version="v1.0-mini",
+                      camera="CAM_FRONT", **splits)
+
+
+def test_nuscenes_splits_checked_and_empty_train_is_every_other_scene(tmp_path: Path) -> None:
+    tokens = _write_scene_tables(tmp_path, SCENES)
+    data = _nuscenes_data(tmp_path, train_split=[], val_split=["scene-0103"])
+    assert len(build_pair_dataset(data, train=True, seed=0)) == 5
+    assert len(build_pair_dataset(data, train=False, seed=0)) == 1
+    data = _nuscenes_data(tmp_path, train_split=["scene-0061"], val_split=["scene-0916"])
+    assert len(build_pair_dataset(data, train=True, seed=0)) == 2
+    with pytest.raises(ConfigError, match="data.val_split is empty"):
+        check_splits(_nuscenes_data(tmp_path, train_split=[], val_split=[]))
+    with pytest.raises(ConfigError, match=r"shares scene\(s\) \['scene-0103'\]"):
+        check_splits(_nuscenes_data(tmp_path, train_split=[tokens["scene-0103"]],
+                                    val_split=["scene-0916", "scene-0103"]))
+    with pytest.raises(ConfigError, match=r"data.train_split: unknown .*scene-0000"):
+        check_splits(_nuscenes_data(tmp_path, train_split=["scene-0000"],
+                                    val_split=["scene-0916"]))
+    with pytest.raises(ConfigError, match="data.val_split is empty"):
+        build_pair_dataset(_nuscenes_data(tmp_path, train_split=[], val_split=[]), True, 0)
+    # other datasets keep their behaviour: nothing checked
+    check_splits(DataConfig(train_split=["00"], val_split=["00"]))
+    check_splits(DataConfig(dataset="kitti_object", train_split=["training"], val_split=[]))
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["data.val_split=[]"], "data.val_split is empty"),
+    (["data.train_split=[scene-0061, scene-0103]", "data.val_split=[scene-0103]"],
+     r"shares scene\(s\) \['scene-0103'\]"),
+    (["data.val_split=[scene-9999]"], r"data.val_split: unknown nuScenes scene\(s\)"),
+])
+def test_pretrain_refuses_nuscenes_without_held_out_scenes(
+        tmp_path: Path, capsys: pytest.CaptureFixture, sets: list[str], message: str) -> None:
+    _write_scene_tables(tmp_path / "nuscenes", SCENES)
+    spec = importlib.util.spec_from_file_location("pretrain_script",
+                                                  REPO / "training" / "pretrain.py")
+    pretrain_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain_script)
+    argv = ["--config", str(REPO / "training" / "configs" / "nuscenes.yaml")]
+    for item in [f"data.root={tmp_path / 'nuscenes'}", "data.nuscenes_version=v1.0-mini",
+                 f"output_root={tmp_path / 'runs'}", "train.device=cpu", *sets]:
+        argv += ["--set", item]
+    assert pretrain_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pretrain.py: error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "runs").exists()  # refused before a run folder is made
