@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="per-sequence extrinsic rotation jitter (std, degrees)")
     p.add_argument("--jitter-m", type=float, default=0.0,
                    help="per-sequence extrinsic translation jitter (std, metres)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="sequences generated at once, one process each (same output)")
     return p.parse_args(argv)
 
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.frames < 1:
         raise SystemExit(f"--frames must be >= 1, got {args.frames}")
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
     if args.seed < 0:
         raise SystemExit(f"--seed must be >= 0, got {args.seed}")
     try:
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             extrinsic_jitter_m=args.jitter_m,
         )
         write_dataset(args.out, args.sequences, args.frames, args.seed, config, args.preview,
-                      args.overwrite)
+                      args.overwrite, args.workers)
     except (ValueError, FileExistsError) as err:
         raise SystemExit(f"make_synthetic: {err}") from err
     return 0

@@ -201,3 +201,12 @@ def test_existing_sequence_is_kept_unless_overwrite(tmp_path):
     write_dataset(tmp_path, 1, 1, seed=0, config=config, overwrite=True)
     scans = sorted((tmp_path / "sequences" / "00" / "velodyne").iterdir())
     assert [p.name for p in scans] == ["000000.bin"]
+
+
+def test_parallel_generation_writes_the_same_bytes(tmp_path):
+    config = SyntheticConfig(width=96, height=32, beams=16)
+    write_dataset(tmp_path / "serial", 2, 1, seed=5, config=config)
+    write_dataset(tmp_path / "parallel", 2, 1, seed=5, config=config, workers=2)
+    serial, parallel = _files(tmp_path / "serial"), _files(tmp_path / "parallel")
+    assert "sequences/01/velodyne/000000.bin" in serial
+    assert parallel == serial

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,11 @@ def write_sequence(
     }
 
 
+def _write_one_sequence(job: tuple) -> dict[str, Any]:
+    out, seed, index, num_frames, config, preview = job
+    return write_sequence(out, SyntheticSequence(seed, index, num_frames, config), preview)
+
+
 def write_dataset(
     out: str | Path,
     num_sequences: int,
@@ -195,8 +201,12 @@ def write_dataset(
     config: SyntheticConfig | None = None,
     preview: bool = False,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Write sequences 00.. of the data set for `seed` under `out` and its metrics.json.
+
+    `workers` > 1 generates that many sequences at once in separate processes (same bytes:
+    each sequence depends only on `seed` and its index).
 
     An existing non-empty sequence folder raises `FileExistsError` (stale frames of an older,
     longer run would otherwise stay beside the new ones), unless `overwrite` deletes it first.
@@ -212,10 +222,13 @@ def write_dataset(
                 raise FileExistsError(f"{seq_dir}: sequence folder exists and is not empty "
                                       "(choose another output or overwrite it)")
             shutil.rmtree(seq_dir)
-    stats = {}
-    for s in range(num_sequences):
-        sequence = SyntheticSequence(seed, s, num_frames, config)
-        stats[f"{s:02d}"] = write_sequence(out, sequence, preview)
+    jobs = [(out, seed, s, num_frames, config, preview) for s in range(num_sequences)]
+    if workers > 1 and num_sequences > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, num_sequences)) as pool:
+            results = list(pool.map(_write_one_sequence, jobs))
+    else:
+        results = [_write_one_sequence(job) for job in jobs]
+    stats = {f"{s:02d}": result for s, result in enumerate(results)}
     metrics = {
         "generator": "nclr_core.data.synthetic",
         "seed": seed,
