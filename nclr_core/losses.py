@@ -186,23 +186,39 @@ def overlap_loss(
     return loss_p + loss_i
 
 
+def _within_gate(R: torch.Tensor, t: torch.Tensor, T_gt: torch.Tensor,  # noqa: N803
+                 max_deg: float, max_m: float) -> torch.Tensor:
+    """(B,) bool: geodesic rotation error <= max_deg and translation error <= max_m."""
+    trace = (T_gt[:, :3, :3].transpose(1, 2) @ R).diagonal(dim1=1, dim2=2).sum(-1)
+    angle = torch.rad2deg(torch.arccos(((trace - 1) / 2).clamp(-1.0, 1.0)))
+    return (angle <= max_deg) & ((T_gt[:, :3, 3] - t).norm(dim=1) <= max_m)
+
+
 def pose_loss(
     R: torch.Tensor,  # noqa: N803 (rotation matrix)
     t: torch.Tensor,
     T_gt: torch.Tensor,  # noqa: N803 (project frame naming)
     valid: torch.Tensor,
     delta: float = 1.0,
+    gate: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Eq. 7: Huber(R_gtᵀ R̂ − I) + Huber(t_gt − t̂), over the frames with a valid pose.
+
+    *(decision)* `gate` = (degrees, metres) keeps only frames whose pose is already that close
+    to the truth (geodesic rotation error, translation error): a RANSAC-free EPnP on mostly
+    wrong matches lands in a wrong basin, tens of metres off, and the gradient through it is
+    noise large enough to wreck the features (measured: L_f 2.5 -> 11 within 20 steps of
+    enabling L_p, `RESULTS.md`). Gated, L_p only refines poses that are nearly right.
 
     Args:
         R: (B, 3, 3) predicted rotation of T_cam_lidar.
         t: (B, 3) predicted translation.
         T_gt: (B, 4, 4) ground-truth T_cam_lidar.
         valid: (B,) bool, frames whose predicted pose is usable.
+        gate: (max rotation error deg, max translation error m), or None for every frame.
     Returns:
-        scalar: per-frame sum of element-wise Huber terms, averaged over valid frames; a zero
-        attached to the graph of R and t when no frame is valid (never NaN).
+        scalar: per-frame sum of element-wise Huber terms, averaged over the frames kept; a
+        zero attached to the graph of R and t when none is kept (never NaN).
     """
     b = R.shape[0]
     if R.shape != (b, 3, 3) or t.shape != (b, 3) or T_gt.shape != (b, 4, 4) or valid.shape != (b,):
@@ -210,7 +226,9 @@ def pose_loss(
             f"pose shapes must be R (B,3,3), t (B,3), T_gt (B,4,4), valid (B,); got "
             f"{tuple(R.shape)}, {tuple(t.shape)}, {tuple(T_gt.shape)}, {tuple(valid.shape)}"
         )
-    valid = valid.to(torch.bool)
+    valid = valid.to(torch.bool) & torch.isfinite(R).all(dim=(1, 2)) & torch.isfinite(t).all(1)
+    if gate is not None:
+        valid = valid & _within_gate(R.detach(), t.detach(), T_gt.to(R.dtype), *gate)
     R_v, t_v = R[valid], t[valid]  # noqa: N806
     if R_v.shape[0] == 0:
         return (R_v.sum() + t_v.sum()) * 0.0

@@ -190,6 +190,20 @@ def test_pose_loss_ignores_invalid_frames_and_never_nans():
     assert torch.equal(R.grad, torch.zeros_like(R))
 
 
+def test_pose_loss_gate_keeps_only_frames_near_the_truth():
+    T_gt = torch.eye(4).repeat(3, 1, 1)
+    R = torch.stack([_rot_z(0.1), _rot_z(math.radians(30.0)), torch.eye(3)]).requires_grad_(True)
+    t = torch.tensor([[0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [40.0, 0.0, 0.0]], requires_grad=True)
+    valid = torch.ones(3, dtype=torch.bool)
+    gated = pose_loss(R, t, T_gt, valid, gate=(20.0, 2.0))  # frame 0 only: 5.7 deg, 0.5 m
+    torch.testing.assert_close(gated, pose_loss(R[:1], t[:1], T_gt[:1], valid[:1]))
+    gated.backward()
+    assert R.grad[0].abs().sum() > 0 and t.grad[0].abs().sum() > 0
+    assert torch.equal(R.grad[1:], torch.zeros(2, 3, 3))
+    assert torch.equal(t.grad[1:], torch.zeros(2, 3))
+    assert pose_loss(R[1:], t[1:], T_gt[1:], valid[1:], gate=(20.0, 2.0)).item() == 0.0
+
+
 def test_weighted_total():
     terms = {"feature": torch.tensor(2.0), "overlap": torch.tensor(4.0), "pose": torch.tensor(5.0)}
     torch.testing.assert_close(weighted_total(terms), torch.tensor(2.0 + 2.0 + 1.0))

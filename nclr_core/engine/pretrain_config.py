@@ -46,6 +46,9 @@ class TrainConfig:
     warmup_fraction: float = 0.05
     pose_loss_start_fraction: float = 0.2
     max_steps: int | None = None  # stop early (smoke tests, CPU budgets)
+    # start from these weights (a pre-training or exported checkpoint of the same model, e.g.
+    # the shipped one); optimizer and schedule start fresh. Not used on --resume.
+    init_weights: str | None = None
     grad_clip_norm: float | None = 10.0
     amp: bool = False  # CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"

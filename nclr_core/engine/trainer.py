@@ -23,7 +23,7 @@ from tqdm import tqdm
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.datasets import build_pair_dataset
-from nclr_core.engine.checkpoint import load_checkpoint, save_checkpoint
+from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json
@@ -130,7 +130,10 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     stop_step = min(total_steps, cfg.train.max_steps or total_steps)
     pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
 
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if checkpoint is None and cfg.train.init_weights:
+        _load_initial_weights(model, cfg.train.init_weights)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
                                   lr=cfg.train.lr)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
@@ -213,6 +216,18 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
         writer.close()
         log.info("run folder: %s", run_dir)
     return run_dir
+
+
+def _load_initial_weights(model: torch.nn.Module, path: str) -> None:
+    """Copy the `model` weights of checkpoint `path` into `model` (float16 ones are cast)."""
+    payload = load_checkpoint(path)
+    if "model" not in payload:
+        raise CheckpointError(f"{path}: checkpoint has no 'model' weights")
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit the configured model: {err}") from err
+    log.info("initial weights from %s", path)
 
 
 def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,

@@ -83,6 +83,8 @@ class CalibrationNet(nn.Module):
         r_p, r_n: positive / negative radii of L_f, in feature cells.
         loss_weights: (λ_f, λ_o, λ_p).
         pose_huber_delta: δ of the Huber pose loss.
+        pose_loss_gate: (degrees, metres): L_p counts only frames whose EPnP pose is that
+            close to the truth (`nclr_core.losses.pose_loss`); None: every valid frame.
         refine_steps: unrolled Gauss-Newton steps of the EPnP.
     """
 
@@ -119,6 +121,7 @@ class CalibrationNet(nn.Module):
         r_n: float = 3.0,
         loss_weights: Sequence[float] = (1.0, 0.5, 0.2),
         pose_huber_delta: float = 1.0,
+        pose_loss_gate: Sequence[float] | None = (20.0, 2.0),
         refine_steps: int = 5,
     ) -> None:
         super().__init__()
@@ -168,6 +171,10 @@ class CalibrationNet(nn.Module):
         self.loss_weights = dict(zip(("feature", "overlap", "pose"), map(float, loss_weights),
                                      strict=True))
         self.pose_huber_delta = float(pose_huber_delta)
+        if pose_loss_gate is not None and (len(pose_loss_gate) != 2
+                                           or not min(pose_loss_gate) > 0):
+            raise ValueError(f"pose_loss_gate must be (degrees, metres) > 0, got {pose_loss_gate}")
+        self.pose_loss_gate = None if pose_loss_gate is None else tuple(map(float, pose_loss_gate))
         self.refine_steps = int(refine_steps)
 
     # -- features -------------------------------------------------------------------------
@@ -382,7 +389,8 @@ class CalibrationNet(nn.Module):
                 )
             if with_pose_loss:
                 terms["pose"] = pose_loss(
-                    pose.R, pose.t, batch["T_gt"], pose.valid, self.pose_huber_delta
+                    pose.R, pose.t, batch["T_gt"], pose.valid, self.pose_huber_delta,
+                    self.pose_loss_gate,
                 )
             for key, value in terms.items():
                 out[f"loss_{key}"] = value

@@ -80,3 +80,29 @@ def test_two_processes_under_torchrun(tiny_synthetic, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     checkpoint = load_checkpoint(_only_run(tmp_path / "ddp") / "checkpoints" / "last.pt")
     assert checkpoint["step"] == 2
+
+
+def test_init_weights_start_a_fresh_run_from_a_checkpoint(tiny_synthetic, tmp_path):
+    _run([PRETRAIN, "--config", CONFIG,
+          *_sets(tiny_synthetic, tmp_path / "first", "train.max_steps=1")], tmp_path)
+    first = load_checkpoint(_only_run(tmp_path / "first") / "checkpoints" / "last.pt")["model"]
+    source = _only_run(tmp_path / "first") / "checkpoints" / "last.pt"
+    # lr 0: the parameters stay what init_weights loaded (BatchNorm statistics still move)
+    _run([PRETRAIN, "--config", CONFIG, *_sets(tiny_synthetic, tmp_path / "second",
+          "train.max_steps=1", "train.lr=0", f"train.init_weights={source}")], tmp_path)
+    run = _only_run(tmp_path / "second")
+    second = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert f"initial weights from {source}" in (run / "train.log").read_text()
+    for name, value in first.items():
+        if "running_" not in name and "num_batches" not in name:
+            assert torch.equal(second[name], value), name
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, str(PRETRAIN), "--config", str(CONFIG),
+         *_sets(tiny_synthetic, tmp_path / "third", "model.channels=8",
+                f"train.init_weights={source}")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert "weights do not fit the configured model" in done.stderr
+    assert "Traceback" not in done.stderr
