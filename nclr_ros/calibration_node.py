@@ -79,7 +79,7 @@ from nclr_ros.package_files import package_file
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 NODE_NAME = "nclr_calibration"
-SHIPPED_MODEL = "nclr_synthetic_cpu.pt"  # models/ in the package (see README)
+SHIPPED_MODEL = "nclr_synthetic.pt"  # models/ in the package (see README)
 
 # name -> (default, description). Defaults mirror config/calibrate.yaml (a test checks it).
 # Every parameter is read-only: it is read once at start-up.

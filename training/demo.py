@@ -1,6 +1,6 @@
 """End-to-end demo (`make demo`): calibrate a synthetic drive from a ROS 2 bag with NCLR.
 
-    python training/demo.py [--checkpoint models/nclr_synthetic_cpu.pt] [--out out/demo]
+    python training/demo.py [--checkpoint models/nclr_synthetic.pt] [--out out/demo]
         [--frames 25] [--width 1242 --height 375] [--beams 64] [--offline]
         [--prior-deg 10 --prior-m 0.25 | --no-prior] [--threads N]
 
@@ -26,12 +26,12 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = REPO / "models" / "nclr_synthetic_cpu.pt"
+DEFAULT_CHECKPOINT = REPO / "models" / "nclr_synthetic.pt"
 DEMO_SEED = 1  # held out: the shipped checkpoint was pre-trained on seed 0
 HOW_TO_MAKE = ("make it with `python training/pretrain.py --config "
                "training/configs/synthetic_cpu.yaml` (after `python training/make_synthetic.py "
                "--out data/synthetic --sequences 5 --frames 60 --seed 0`), then copy the run's "
-               "checkpoints/best.pt to models/nclr_synthetic_cpu.pt")
+               "checkpoints/best.pt to models/nclr_synthetic.pt")
 
 log = logging.getLogger("nclr.demo")
 
@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="NCLR checkpoint (default: the shipped models/"
-                             "nclr_synthetic_cpu.pt)")
+                             "nclr_synthetic.pt)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo",
                         help="output folder (replaced parts: synthetic/, bag/, eval/)")
     parser.add_argument("--frames", type=int, default=25, help="frames of the drive (10 Hz)")

@@ -1,7 +1,7 @@
 """Export an NCLR pre-training checkpoint for inference (the nodes, nclr-bag eval, the demo).
 
     python training/export_model.py --checkpoint runs/x/<stamp>/checkpoints/best.pt \
-        --out models/nclr_synthetic_cpu.pt [--float32]
+        --out models/nclr_synthetic.pt [--float32]
 
 Keeps what `nclr_core.inference.Calibrator.from_checkpoint` needs — the model weights and
 the resolved config — plus the step and the validation metrics, and drops the optimizer,

@@ -17,7 +17,7 @@ def _demo():
 
 
 def test_missing_checkpoint_names_the_file_and_how_to_make_it(tmp_path, capsys):
-    missing = tmp_path / "models" / "nclr_synthetic_cpu.pt"
+    missing = tmp_path / "models" / "nclr_synthetic.pt"
     assert _demo().main(["--checkpoint", str(missing), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "not found" in err
