@@ -14,8 +14,11 @@ Per frame (`Calibrator.calibrate`):
 4. *(decision)* the network sees the raw (distorted) image, as delivered by the camera; the
    matched raw pixels are undistorted with the camera model (`CameraModel.undistort_points`)
    and the pose is solved by RANSAC-PnP with the input camera's K;
-5. with a prior `T_init` (METHOD.md §1, online calibration) an estimate farther from it than
-   the configured bounds is marked not valid.
+5. with a prior `T_init` (METHOD.md §1, online calibration), *(decision)* matches whose point
+   the prior puts behind the camera are left out of the solve, and an estimate farther from
+   the prior than the configured bounds is marked not valid. The network sees no prior; in
+   a street that looks alike ahead and behind it also matches points behind the vehicle,
+   and RANSAC then often prefers the pose turned by about 180° (`RESULTS.md`).
 
 Points that are not fed to the network (outside the point range, or beyond `max_points`)
 get overlap score 0 and `point_used = False`. The image overlap mask is at the input size:
@@ -41,7 +44,7 @@ from nclr_core.data.transforms import CenterCrop, NormalizeImage, ResizeToCover
 from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.epnp import solve_pnp_ransac
-from nclr_core.geometry.se3 import make_transform
+from nclr_core.geometry.se3 import make_transform, transform_points
 from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 from nclr_core.models.feature_grid import pixel_to_cell
 
@@ -327,7 +330,7 @@ class Calibrator:
         pixels = (homogeneous @ np.linalg.inv(A).T)[:, :2]
         weights = frame["weights"].double().cpu().numpy()
         T, inliers, error, reason = self._solve(points[index, :3].astype(np.float64), pixels,
-                                                weights, camera)
+                                                weights, camera, T_init)
         rot_prior, trans_prior = math.nan, math.nan
         if T_init is not None and not reason:
             rot_prior = _rotation_angle_deg(T_init[:3, :3], T[:3, :3])
@@ -348,14 +351,24 @@ class Calibrator:
         return CalibrationResult(T, point_overlap, point_used, mask, matches, quality)
 
     def _solve(self, x3d: np.ndarray, pixels: np.ndarray, weights: np.ndarray,
-               camera: CameraModel) -> tuple[np.ndarray, np.ndarray, float, str]:
-        """RANSAC-PnP on undistorted matches: (T_cam_lidar, inliers (K,), RMS px, reason)."""
+               camera: CameraModel, T_init: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, float, str]:
+        """RANSAC-PnP on undistorted matches: (T_cam_lidar, inliers (K,), RMS px, reason).
+
+        x3d (K, 3) LiDAR frame; pixels (K, 2) input image; weights (K,); with a prior T_init
+        (4, 4), points it puts behind the camera are not used.
+        """
         s = self.settings
         x2d = camera.undistort_points(pixels) if camera.distortion != "none" else pixels
         usable = np.all(np.isfinite(x2d), axis=1) & (weights > 0)
+        behind = ""
+        if T_init is not None:
+            in_front = transform_points(T_init, x3d)[:, 2] > 0
+            behind = f" ({int((usable & ~in_front).sum())} more behind the camera under the prior)"
+            usable &= in_front
         inliers = np.zeros(len(x3d), dtype=bool)
         if usable.sum() < s.min_inliers:
-            return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches"
+            return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches{behind}"
         result = solve_pnp_ransac(
             x3d[usable], x2d[usable], camera.K, weights=weights[usable],
             reproj_threshold_px=s.reprojection_threshold_px, iterations=s.ransac_iterations,

@@ -219,3 +219,51 @@ def test_from_checkpoint_builds_the_voxel_grid_from_data_point_range(tmp_path):
     save_checkpoint(path, model=net.state_dict(), config={"model": model_kwargs, "data": DATA})
     calibrator = Calibrator.from_checkpoint(path)
     assert list(calibrator.model.point_encoder.point_range) == POINT_RANGE
+
+
+# the LiDAR cloud turned by 180° about its z axis: points behind the vehicle land in view
+T_MIRROR = T_TRUE @ make_transform(matrix_from_rpy([0.0, 0.0, np.pi]), [0.0, 0.0, 0.0])
+
+
+class MirrorOracleNet(CalibrationNet):
+    """Exact matches for the points ahead, and for the points behind the vehicle the pixels
+    they would have if the cloud were turned by 180° (a street alike ahead and behind)."""
+
+    camera: CameraModel
+
+    def forward(self, batch, pose_loss_enabled=False):
+        out = super().forward(batch, pose_loss_enabled)
+        frame = out["matches"][0]
+        xyz = batch["points"][frame["point_index"], :3].double().numpy()
+        ahead = xyz[:, 0] > 0
+        raw = np.where(ahead[:, None], self.camera.project(transform_points(T_TRUE, xyz))[0],
+                       self.camera.project(transform_points(T_MIRROR, xyz))[0])
+        net = SCALE * (raw + 0.5) - 0.5 - np.array([CROP_X0, 0.0])
+        seen = np.isfinite(net).all(1) & (net[:, 0] > -0.5) & (net[:, 0] < NET_W - 0.5) \
+            & (net[:, 1] > -0.5) & (net[:, 1] < NET_H - 0.5)
+        frame["pixels"] = torch.from_numpy(np.nan_to_num(net)).float()
+        frame["weights"] = torch.from_numpy(seen.astype(np.float32))
+        return out
+
+
+def test_a_prior_drops_matches_behind_the_camera_and_resolves_the_turned_pose(tmp_path):
+    camera = _camera("none")
+    path = _tiny_checkpoint(tmp_path / "mirror.pt", MirrorOracleNet)
+    plain = Calibrator.from_checkpoint(path)
+    oracle = MirrorOracleNet(**{**TINY_MODEL, "max_match_points": 600})
+    oracle.load_state_dict(plain.model.state_dict())
+    oracle.camera = camera
+    settings = SolverSettings(reprojection_threshold_px=1.0, min_inliers=8)
+    calibrator = Calibrator(oracle, plain.network_input, settings)
+    image, points = _frame(camera, n_view=500, n_behind=1000, seed=2)
+
+    alone = calibrator.calibrate(image, points, camera)  # more mirrored matches than true
+    assert alone.quality.valid, alone.quality.reason
+    np.testing.assert_allclose(alone.T_cam_lidar, T_MIRROR, atol=1e-3)
+
+    near = make_transform(matrix_from_rpy([0.1, 0.0, 0.05]) @ T_TRUE[:3, :3],
+                          T_TRUE[:3, 3] + [0.2, 0.0, 0.0])
+    with_prior = calibrator.calibrate(image, points, camera, T_init=near)
+    assert with_prior.quality.valid, with_prior.quality.reason
+    np.testing.assert_allclose(with_prior.T_cam_lidar, T_TRUE, atol=1e-3)
+    assert with_prior.quality.num_inliers < alone.quality.num_inliers
