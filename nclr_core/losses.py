@@ -206,7 +206,7 @@ def pose_loss(
 
     *(decision)* `gate` = (degrees, metres) keeps only frames whose pose is already that close
     to the truth (geodesic rotation error, translation error): a RANSAC-free EPnP on mostly
-    wrong matches lands in a wrong basin, tens of metres off, and the gradient through it is
+    wrong matches lands in a wrong basin, often metres off, and the gradient through it is
     noise large enough to wreck the features (measured: L_f 2.5 -> 11 within 20 steps of
     enabling L_p, `RESULTS.md`). Gated, L_p only refines poses that are nearly right.
 
