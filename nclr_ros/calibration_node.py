@@ -60,7 +60,6 @@ from nclr_ros.conversions import (
     camera_info_to_camera,
     compressed_image_to_rgb,
     image_to_rgb,
-    pointcloud2_to_xyzi,
     xyz_fields_to_pointcloud2,
 )
 from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
@@ -69,6 +68,7 @@ from nclr_ros.node_common import (
     BadInputLog,
     NewestJobWorker,
     ParameterTable,
+    checked_cloud_points,
     declare_parameters,
     diagnostic_array,
     run_node,
@@ -349,30 +349,9 @@ class CalibrationNode(Node):
     def _on_cloud(self, msg: PointCloud2) -> None:
         with self._lock:
             self.counts["clouds_received"] += 1
-        names = {f.name for f in msg.fields}
-        missing = [axis for axis in "xyz" if axis not in names]
-        if missing:
-            self._bad("cloud_without_xyz",
-                      f"cloud dropped: no {'/'.join(missing)} field (fields: "
-                      f"{', '.join(sorted(names)) or 'none'})")
+        points = checked_cloud_points(msg, self.params["intensity_field"], self.bad_input)
+        if points is None:
             return
-        try:
-            points = pointcloud2_to_xyzi(msg, self.params["intensity_field"])
-        except ValueError as err:
-            self._bad("bad_cloud", f"cloud dropped: {err}")
-            return
-        if len(points) == 0:
-            self._bad("empty_cloud", "cloud dropped: it has no points")
-            return
-        finite = np.isfinite(points).all(axis=1)
-        if not finite.all():
-            kept = int(finite.sum())
-            self._bad("non_finite_points",
-                      f"{len(points) - kept} of {len(points)} points are NaN/inf and were "
-                      f"dropped" + ("; no point left, cloud dropped" if kept == 0 else ""))
-            if kept == 0:
-                return
-            points = points[finite]
         if not (self.params["lidar_frame"] or msg.header.frame_id):
             self._bad("missing_frame_id", "cloud dropped: empty header.frame_id and no "
                                           "lidar_frame parameter")

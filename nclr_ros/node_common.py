@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
@@ -16,9 +17,11 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from nclr_core.engine.checkpoint import CheckpointError
+from nclr_ros.conversions import pointcloud2_to_xyzi
 from nclr_ros.dds_profile import apply_default_profile
 
 # name -> (default, description): a node's parameter table.
@@ -89,6 +92,39 @@ class BadInputLog:
         with self._lock:
             return {f"bad_input.{reason}": count
                     for reason, count in sorted(self._counts.items())}
+
+
+def checked_cloud_points(msg: PointCloud2, intensity_field: str,
+                         bad_input: BadInputLog) -> np.ndarray | None:
+    """(N, 4) finite float32 x y z intensity of a cloud, LiDAR frame; None when the cloud is
+    unusable. Each problem (no x/y/z field, unreadable, empty, NaN/inf points) is reported to
+    `bad_input` by reason; NaN/inf points alone are dropped and the rest kept."""
+    names = {f.name for f in msg.fields}
+    missing = [axis for axis in "xyz" if axis not in names]
+    if missing:
+        bad_input.report("cloud_without_xyz",
+                         f"cloud dropped: no {'/'.join(missing)} field (fields: "
+                         f"{', '.join(sorted(names)) or 'none'})")
+        return None
+    try:
+        points = pointcloud2_to_xyzi(msg, intensity_field)
+    except ValueError as err:
+        bad_input.report("bad_cloud", f"cloud dropped: {err}")
+        return None
+    if len(points) == 0:
+        bad_input.report("empty_cloud", "cloud dropped: it has no points")
+        return None
+    finite = np.isfinite(points).all(axis=1)
+    if not finite.all():
+        kept = int(finite.sum())
+        bad_input.report(
+            "non_finite_points",
+            f"{len(points) - kept} of {len(points)} points are NaN/inf and were dropped"
+            + ("; no point left, cloud dropped" if kept == 0 else ""))
+        if kept == 0:
+            return None
+        points = points[finite]
+    return points
 
 
 class NewestJobWorker:

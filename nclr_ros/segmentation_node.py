@@ -37,11 +37,12 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from nclr_core.segmenter import Segmenter
-from nclr_ros.conversions import pointcloud2_to_xyzi, xyz_fields_to_pointcloud2
+from nclr_ros.conversions import xyz_fields_to_pointcloud2
 from nclr_ros.node_common import (
     BadInputLog,
     NewestJobWorker,
     ParameterTable,
+    checked_cloud_points,
     declare_parameters,
     diagnostic_array,
     run_node,
@@ -177,7 +178,7 @@ class SegmentationNode(Node):
 
     # -- subscription ---------------------------------------------------------------------
     def _on_cloud(self, msg: PointCloud2) -> None:
-        points = self._checked_points(msg)
+        points = checked_cloud_points(msg, self.params["intensity_field"], self.bad_input)
         with self._lock:
             self.counts["clouds_received"] += 1
             if points is None:
@@ -185,35 +186,6 @@ class SegmentationNode(Node):
                 return
             self.counts["clouds_queued"] += 1
             self._worker.submit(_Cloud(points, msg.header, time.monotonic()))
-
-    def _checked_points(self, msg: PointCloud2) -> np.ndarray | None:
-        """(N, 4) finite x y z intensity of the cloud, or None (reported) when it is bad."""
-        names = {f.name for f in msg.fields}
-        missing = [axis for axis in "xyz" if axis not in names]
-        if missing:
-            self.bad_input.report("cloud_without_xyz",
-                                  f"cloud dropped: no {'/'.join(missing)} field (fields: "
-                                  f"{', '.join(sorted(names)) or 'none'})")
-            return None
-        try:
-            points = pointcloud2_to_xyzi(msg, self.params["intensity_field"])
-        except ValueError as err:
-            self.bad_input.report("bad_cloud", f"cloud dropped: {err}")
-            return None
-        if len(points) == 0:
-            self.bad_input.report("empty_cloud", "cloud dropped: it has no points")
-            return None
-        finite = np.isfinite(points).all(axis=1)
-        if not finite.all():
-            kept = int(finite.sum())
-            self.bad_input.report(
-                "non_finite_points",
-                f"{len(points) - kept} of {len(points)} points are NaN/inf and were dropped"
-                + ("; no point left, cloud dropped" if kept == 0 else ""))
-            if kept == 0:
-                return None
-            points = points[finite]
-        return points
 
     # -- worker ---------------------------------------------------------------------------
     def _process(self, job: _Cloud) -> None:
