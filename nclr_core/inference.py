@@ -44,6 +44,7 @@ from nclr_core.data.transforms import CenterCrop, NormalizeImage, ResizeToCover
 from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.epnp import solve_pnp_ransac
+from nclr_core.geometry.metrics import rre_geodesic_deg
 from nclr_core.geometry.se3 import make_transform, transform_points
 from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 from nclr_core.models.feature_grid import pixel_to_cell
@@ -189,11 +190,6 @@ def _check_frame(image: np.ndarray, points: np.ndarray, camera: CameraModel) -> 
         raise ValueError("points contain NaN or infinite values (drop them first)")
 
 
-def _rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    cos = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return math.degrees(math.acos(float(np.clip(cos, -1.0, 1.0))))
-
-
 class Calibrator:
     """NCLR LiDAR-camera calibration of single frames (see the module docstring)."""
 
@@ -333,7 +329,7 @@ class Calibrator:
                                                 weights, camera, T_init)
         rot_prior, trans_prior = math.nan, math.nan
         if T_init is not None and not reason:
-            rot_prior = _rotation_angle_deg(T_init[:3, :3], T[:3, :3])
+            rot_prior = float(rre_geodesic_deg(T_init[:3, :3], T[:3, :3]))
             trans_prior = float(np.linalg.norm(T_init[:3, 3] - T[:3, 3]))
             reason = self._prior_reason(rot_prior, trans_prior)
         quality = CalibrationQuality(
