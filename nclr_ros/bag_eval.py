@@ -67,6 +67,7 @@ from nclr_core.geometry.se3 import (
 )
 from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import load_calibration_json, load_calibration_yaml
+from nclr_core.online.pose import prior_at_distance
 from nclr_ros.bag_messages import CAMERA_INFO_TYPE, BagError, BagTopics
 from nclr_ros.bag_read import BagFrames, iter_raw, open_bag, topic_types
 from nclr_ros.calibration_node import (
@@ -158,19 +159,6 @@ def node_prior(T_cam_lidar: np.ndarray) -> np.ndarray:
     quaternion = np.asarray([float(v) for v in q], dtype=np.float64)
     return make_transform(matrix_from_quaternion_xyzw(quaternion / np.linalg.norm(quaternion)),
                           np.asarray([float(v) for v in t], dtype=np.float64))
-
-
-def perturbed_prior(T_gt: np.ndarray, angle_deg: float, translation_m: float,
-                    seed: int) -> np.ndarray:
-    """(4, 4) T_cam_lidar whose rotation differs from `T_gt`'s by exactly `angle_deg` (about a
-    random axis) and whose translation differs by exactly `translation_m` metres."""
-    rng = np.random.default_rng(seed)
-    axis, direction = rng.normal(size=3), rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    direction /= np.linalg.norm(direction)
-    angle = math.radians(angle_deg)
-    rotation = cv2.Rodrigues((axis * angle).reshape(3, 1))[0]
-    return make_transform(rotation @ T_gt[:3, :3], T_gt[:3, 3] + translation_m * direction)
 
 
 def load_ground_truth(path: Path) -> np.ndarray:
@@ -614,8 +602,8 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
                        f"before any CameraInfo)")
     prior = None
     if options.prior_deg is not None:
-        prior = node_prior(perturbed_prior(pairs[0][1], options.prior_deg, options.prior_m,
-                                           options.seed))
+        prior = node_prior(prior_at_distance(pairs[0][1], options.prior_deg, options.prior_m,
+                                             np.random.default_rng(options.seed)))
     mode = "live" if options.live else "offline"
     LOG.info("%s evaluation of %s on %d pairs of %s", mode, options.checkpoint, len(pairs), bag)
     if options.live:

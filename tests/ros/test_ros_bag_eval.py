@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Writer
 
+from nclr_core.online.pose import prior_at_distance
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import convert, write_bag
-from nclr_ros.bag_eval import EvalOptions, evaluate, node_prior, perturbed_prior
+from nclr_ros.bag_eval import EvalOptions, evaluate, node_prior
 from nclr_ros.bag_messages import (
     IMAGE_TYPE,
     POINTCLOUD2_TYPE,
@@ -51,7 +52,7 @@ def test_prior_is_exactly_as_far_as_asked_and_survives_the_parameter_round_trip(
 
     T_gt = np.eye(4)
     T_gt[:3, 3] = [0.1, -0.2, 0.3]
-    prior = perturbed_prior(T_gt, 5.0, 0.2, seed=3)
+    prior = prior_at_distance(T_gt, 5.0, 0.2, np.random.default_rng(3))
     errors = pose_errors(prior, T_gt)
     assert errors["rre_geodesic_deg"] == pytest.approx(5.0, abs=1e-9)
     assert errors["rte_m"] == pytest.approx(0.2, abs=1e-12)
