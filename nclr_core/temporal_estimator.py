@@ -4,8 +4,12 @@ Per-frame estimates from single image/cloud pairs are noisy and sometimes wrong 
 overlapping points, a bad match set). The estimator keeps the last `window` accepted
 estimates, finds a robust centre (medoid rotation, component-wise median translation),
 rejects outliers by a MAD-scaled threshold with a floor, and returns the weighted chordal
-mean of the inliers with its spread. With a prior `T_init`, estimates farther than
-`max_rotation_from_prior_deg` / `max_translation_from_prior_m` are refused on arrival.
+mean of the inliers with its spread and the covariance of that mean (`nclr_core.online.pose`
+convention): the inliers' weighted covariance about the mean times Σ w_i² (normalised
+weights), i.e. the statistical uncertainty of a mean of independent estimates. It is blind to
+an error that all frames share; with one inlier it is unknown (infinite). With a prior
+`T_init`, estimates farther than `max_rotation_from_prior_deg` /
+`max_translation_from_prior_m` are refused on arrival.
 """
 from __future__ import annotations
 
@@ -14,18 +18,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nclr_core.online.pose import PoseEstimate, pose_delta
+
 MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True)
 class AggregateEstimate:
-    """The aggregated `T_cam_lidar` (4,4) and how well the window agrees on it."""
+    """The aggregated `T_cam_lidar` (4,4), the covariance of its error and how well the
+    window agrees on it."""
 
-    T_cam_lidar: np.ndarray
+    pose: PoseEstimate
     num_frames: int
     num_inliers: int
     rotation_spread_deg: float  # RMS geodesic distance of inliers to the mean
     translation_spread_m: float  # RMS distance of inlier translations to the mean
+
+    @property
+    def T_cam_lidar(self) -> np.ndarray:
+        return self.pose.T_cam_lidar
 
 
 def _geodesic_rad(R_a: np.ndarray, R_b: np.ndarray) -> np.ndarray:
@@ -40,6 +51,20 @@ def _project_to_so3(M: np.ndarray) -> np.ndarray:
     U, _, Vt = np.linalg.svd(M)
     D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
     return U @ D @ Vt
+
+
+def _covariance_of_mean(T_mean: np.ndarray, R: np.ndarray, t: np.ndarray,
+                        weights: np.ndarray) -> np.ndarray:
+    """(6, 6) covariance of the weighted mean T_mean of poses (R (n, 3, 3), t (n, 3)) with
+    normalised weights (n,): unbiased weighted covariance of δ_i times Σ w_i²."""
+    spread = 1.0 - float(np.sum(weights ** 2))
+    if spread <= 1e-12:  # one estimate (or all weight on one): nothing to measure it by
+        return np.diag(np.full(6, np.inf))
+    deltas = np.stack([pose_delta(T_mean, np.vstack((np.hstack((Ri, ti[:, None])),
+                                                      [0.0, 0.0, 0.0, 1.0])))
+                       for Ri, ti in zip(R, t, strict=True)])
+    covariance = (deltas * weights[:, None]).T @ deltas / spread
+    return covariance * float(np.sum(weights ** 2))
 
 
 class TemporalEstimator:
@@ -126,7 +151,8 @@ class TemporalEstimator:
         T = np.eye(4)
         T[:3, :3] = R_mean
         T[:3, 3] = t_mean
-        return AggregateEstimate(T_cam_lidar=T, num_frames=n, num_inliers=int(inliers.sum()),
+        pose = PoseEstimate(T, _covariance_of_mean(T, R[inliers], t[inliers], wi))
+        return AggregateEstimate(pose=pose, num_frames=n, num_inliers=int(inliers.sum()),
                                  rotation_spread_deg=float(np.rad2deg(rot_spread)),
                                  translation_spread_m=float(trans_spread))
 

@@ -1,14 +1,16 @@
 """`nclr-bag eval`: evaluate an NCLR checkpoint as an online calibrator on a bag.
 
-Both modes use the calibration node's parameter defaults (`calibration_node.PARAMETERS`) for
-the pairer, the solver gates and the temporal estimator, so offline and live agree:
+Both modes use the calibration node's parameter defaults
+(`nclr_ros.calibration_parameters.PARAMETERS`, with the stages asked for) for the pairer,
+the Calibrator and the pipeline, so offline and live agree:
 
 - **offline**: `BagFrames` pairs the bag's messages with the node's pairer and settings; each
-  pair goes through `Calibrator.calibrate` and, when valid, into a `TemporalEstimator` with
-  the inlier count as weight, exactly as `CalibrationNode._process` does.
+  pair goes through `nclr_core.online.pipeline.OnlineCalibration.process`, the object the
+  node itself calls.
 - **live**: the node runs as a subprocess (`python -m nclr_ros.calibration_node`) in a random
   ROS domain (100..200, localhost discovery) with reliable subscriptions, and its per-pair
-  records (`~/frame_estimates`, `nclr_ros.frame_record`) and diagnostics are recorded.
+  records (`~/frame_estimates`, `nclr_core.online.records.FrameRecord`) and diagnostics are
+  recorded.
   *(decision)* The node calibrates only the newest pair and drops a pair that arrives while
   it is busy, so a timed playback would make the processed set depend on the machine's load.
   The bag is therefore played **in lock-step**: its raw CDR messages are published in bag
@@ -31,13 +33,15 @@ rotated by exactly `prior_deg` degrees about a random axis and shifted by exactl
 metres in a random direction (`seed`).
 
 Writes into `out`: `frames.csv` (one row per pair), `metrics.json` (per-frame metrics and
-their summary, the aggregated estimate's errors, processed/dropped counts, latency: live,
+their summary, the aggregated estimate's errors and per-axis sigmas, the final estimate of
+each stage and its errors (`stages`), processed/dropped counts, latency: live,
 from the pair forming in the node to its estimate; offline, the Calibrator and estimator),
 `error_over_time.png`, `recall_curves.png` and `overlays/frame_NNNN.png` (points coloured by
 depth under the aggregated estimate, above the same under the ground truth).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -67,17 +71,19 @@ from nclr_core.geometry.se3 import (
 )
 from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import load_calibration_json, load_calibration_yaml
+from nclr_core.online.pipeline import Frame, OnlineCalibration
 from nclr_core.online.pose import prior_at_distance
+from nclr_core.online.records import FrameRecord
+from nclr_core.visualization import depth_overlay
 from nclr_ros.bag_messages import CAMERA_INFO_TYPE, BagError, BagTopics
 from nclr_ros.bag_read import BagFrames, iter_raw, open_bag, topic_types
-from nclr_ros.calibration_node import (
+from nclr_ros.calibration_parameters import (
     NODE_NAME,
-    PARAMETERS,
-    depth_overlay,
+    STATUS_SUFFIX,
+    defaults,
+    online_settings,
     solver_settings,
-    temporal_estimator,
 )
-from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -100,6 +106,7 @@ class EvalOptions:
     timeout_s: live: longest wait for the node to take one message or finish one pair.
     threads: torch CPU threads of the Calibrator (offline) and the node (live); None: torch's
         default. 1 makes the estimates reproducible (see the module docstring).
+    stages: the pipeline's stages, comma-separated (the node's `stages` parameter).
     """
 
     checkpoint: Path
@@ -114,6 +121,7 @@ class EvalOptions:
     overlays: int = 3
     timeout_s: float = 120.0
     threads: int | None = None
+    stages: str = "global"
 
     def __post_init__(self) -> None:
         if (self.prior_deg is None) != (self.prior_m is None):
@@ -136,9 +144,9 @@ class Pass:
     counts: dict[str, int]
 
 
-def node_parameters() -> dict[str, Any]:
-    """{name: default} of the calibration node's parameters."""
-    return {name: default for name, (default, _) in PARAMETERS.items()}
+def node_parameters(options: EvalOptions) -> dict[str, Any]:
+    """The calibration node's parameters for this evaluation: its defaults, the stages."""
+    return {**defaults(), "stages": options.stages}
 
 
 def _param_float(value: float) -> str:
@@ -196,35 +204,15 @@ def _finite_points(points: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- offline
-def run_offline(frames: BagFrames, calibrator: Calibrator, params: dict[str, Any],
-                prior: np.ndarray | None) -> Pass:
-    """Calibrate every pair of `frames` as the node would (see the module docstring)."""
-    estimator = temporal_estimator(params, prior)
-    aggregate = None
+def run_offline(frames: BagFrames, pipeline: OnlineCalibration) -> Pass:
+    """Calibrate every pair of `frames` through the pipeline, as the node does."""
     records = []
     for sample in frames:
         start = time.monotonic()
-        image_stamp, cloud_stamp = sample["camera_stamp"], sample["stamp"]
-        points = _finite_points(sample["points"])
-        try:
-            result = calibrator.calibrate(sample["image"], points, sample["camera"], prior)
-        except ValueError as err:
-            records.append(FrameRecord.input_error(image_stamp, cloud_stamp, str(err),
-                                                   aggregate, time.monotonic() - start))
-            continue
-        quality = result.quality
-        # as CalibrationNode._process
-        accepted = quality.valid and estimator.add(
-            result.T_cam_lidar, weight=float(max(quality.num_inliers, 1)))
-        if accepted:
-            aggregate = estimator.estimate()
-            aggregate = None if aggregate is None else aggregate.T_cam_lidar
-        reason = "" if accepted else (
-            quality.reason or "outside the prior bounds of the temporal estimator")
-        records.append(FrameRecord(
-            image_stamp, cloud_stamp, quality.valid, accepted, reason, quality.num_inliers,
-            quality.reprojection_error_px, quality.overlap_ratio, result.T_cam_lidar,
-            aggregate, time.monotonic() - start))
+        frame = Frame(sample["image"], _finite_points(sample["points"]), sample["camera"],
+                      sample["camera_stamp"], sample["stamp"])
+        record = pipeline.process(frame).record
+        records.append(dataclasses.replace(record, latency_s=time.monotonic() - start))
     c = frames.counters
     counts = {"pairs": len(records), "processed": len(records), "dropped_pairs": 0,
               "dropped_images": c.dropped_images, "dropped_clouds": c.dropped_clouds,
@@ -244,6 +232,7 @@ def _node_command(options: EvalOptions, frames: BagFrames, prior: np.ndarray | N
                "-p", f"qos_depth:={params['qos_depth']}",
                "-p", f"diagnostics_period_s:={LIVE_DIAGNOSTICS_PERIOD_S}",
                "-p", "save_on_shutdown:=false",
+               "-p", f"stages:={params['stages']}",
                "-r", f"camera_info:={topics.info}", "-r", f"points:={topics.points}"]
     if compressed:
         command += ["-p", "use_compressed:=true", "-r", f"image/compressed:={frames.image_topic}"]
@@ -427,9 +416,8 @@ def run_live(bag: Path, frames: BagFrames, options: EvalOptions, params: dict[st
 
 # ------------------------------------------------------------------------------ metrics
 def _errors(T: np.ndarray | None, T_gt: np.ndarray) -> dict[str, float]:
-    """Pose errors of T against T_gt; NaN when there is no pose (None or the solver's
-    identity, which the Calibrator returns exactly when nothing was solved)."""
-    if T is None or np.array_equal(T, np.eye(4)):
+    """Pose errors of T against T_gt; NaN when there is no pose (None)."""
+    if T is None:
         return {"rre_euler_deg": math.nan, "rre_geodesic_deg": math.nan, "rte_m": math.nan}
     return {key: float(value) for key, value in pose_errors(T, T_gt).items()}
 
@@ -450,6 +438,7 @@ def frame_rows(records: list[FrameRecord], truths: list[np.ndarray]) -> list[dic
                                "latency_s": record.latency_s}
         row.update(_errors(record.T_cam_lidar, T_gt))
         row.update({f"aggregate_{k}": v for k, v in _errors(record.aggregate, T_gt).items()})
+        row["aggregate_stage"] = record.aggregate_stage
         T = record.T_cam_lidar
         row.update({f"t_{axis}": (math.nan if T is None else float(T[i, 3]))
                     for i, axis in enumerate("xyz")})
@@ -468,10 +457,12 @@ def _stats(values: list[float]) -> dict[str, float]:
             "max": float(array.max())}
 
 
-def summarize(rows: list[dict[str, Any]], final_aggregate: np.ndarray | None,
-              T_gt_last: np.ndarray) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], last: FrameRecord, T_gt_last: np.ndarray
+              ) -> dict[str, Any]:
     """Per-frame summary (over valid estimates; recall and success over every frame, an
-    invalid frame counting as a failure) and the final aggregated estimate's errors."""
+    invalid frame counting as a failure), the final estimate's errors and per-axis sigmas
+    (`aggregate`) and each stage's final estimate and errors (`stages`), from the last
+    record."""
     valid = [r for r in rows if r["valid"]]
     scored = [{"rre_euler_deg": r["rre_euler_deg"] if r["valid"] else math.nan,
                "rte_m": r["rte_m"] if r["valid"] else math.nan} for r in rows]
@@ -487,15 +478,21 @@ def summarize(rows: list[dict[str, Any]], final_aggregate: np.ndarray | None,
         for stat, value in _stats([r[key] for r in valid]).items():
             frames[f"{key}_{stat}"] = value
     frames["recall_curves"] = recall_curves(scored, "online")
-    aggregate: dict[str, Any] = {"available": final_aggregate is not None}
-    if final_aggregate is not None:
-        errors = _errors(final_aggregate, T_gt_last)
+    final = last.aggregate
+    aggregate: dict[str, Any] = {"available": final is not None}
+    if final is not None:
+        errors = _errors(final, T_gt_last)
         aggregate.update(errors)
         aggregate["success"] = bool(registration_success(errors["rre_euler_deg"],
                                                          errors["rte_m"]))
-        aggregate["T_cam_lidar"] = final_aggregate.tolist()
+        aggregate["stage"] = last.aggregate_stage
+        aggregate["sigma_rot_deg"] = last.aggregate_sigma_rot_deg.tolist()
+        aggregate["sigma_trans_m"] = last.aggregate_sigma_trans_m.tolist()
+        aggregate["T_cam_lidar"] = final.tolist()
     aggregate["T_cam_lidar_ground_truth"] = np.asarray(T_gt_last).tolist()
-    return {"per_frame_summary": frames, "aggregate": aggregate}
+    stages = {stage: {**_errors(T, T_gt_last), "T_cam_lidar": T.tolist()}
+              for stage, T in last.stage_estimates.items()}
+    return {"per_frame_summary": frames, "aggregate": aggregate, "stages": stages}
 
 
 def plot_errors_over_time(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -583,7 +580,7 @@ def evaluate(bag: str | Path, options: EvalOptions, command: str = "") -> dict[s
 
 def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
     started = time.monotonic()
-    params = node_parameters()
+    params = node_parameters(options)
     frames = BagFrames(bag, options.topics, slop=params["sync_slop_s"],
                        queue_size=params["sync_queue_size"])
     truth = _ground_truth_of(bag, options)
@@ -609,13 +606,13 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
     if options.live:
         result = run_live(bag, frames, options, params, prior)
     else:
-        result = run_offline(frames, calibrator, params, prior)
+        result = run_offline(frames, OnlineCalibration(calibrator, online_settings(params),
+                                                       prior))
     if not result.records:
         raise BagError(f"{bag}: no pair was calibrated")
     truths = _match_truths(bag, result.records, pairs)
     rows = frame_rows(result.records, truths)
-    final_aggregate = next((r.aggregate for r in reversed(result.records)
-                            if r.aggregate is not None), None)
+    final_aggregate = result.records[-1].aggregate
     out = options.out
     metrics: dict[str, Any] = {
         "command": command, "mode": mode, "bag": str(bag),
@@ -631,11 +628,11 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
             "sync_slop_s", "sync_queue_size", "reprojection_threshold_px",
             "ransac_iterations", "ransac_confidence", "min_inliers", "max_translation_m",
             "prior_max_rotation_deg", "prior_max_translation_m", "window", "min_frames",
-            "outlier_rotation_deg", "outlier_translation_m")},
+            "outlier_rotation_deg", "outlier_translation_m", "stages")},
         "counts": {**result.counts, "valid": sum(r.valid for r in result.records),
                    "accepted": sum(r.accepted for r in result.records)},
         "latency_s": _stats([r.latency_s for r in result.records]),
-        **summarize(rows, final_aggregate, truths[-1]),
+        **summarize(rows, result.records[-1], truths[-1]),
         "per_frame": rows,
         "files": {"frames_csv": "frames.csv", "error_plot": "error_over_time.png",
                   "recall_png": "recall_curves.png", "overlays": "overlays/"},

@@ -5,21 +5,26 @@ CompressedImage with `use_compressed`), `camera_info` (the latest one is used; o
 from parameters) and `points` (PointCloud2). Sensor-data QoS by default; `reliability`
 selects reliable subscriptions (bag players, reliable drivers).
 
-Images and clouds are decoded and checked in the subscription callbacks, then paired by
-approximate time (`nclr_ros.time_sync.ApproximateTimePairer`). A worker thread runs
-`nclr_core.inference.Calibrator` on the newest pair only: a pair arriving while the previous
-one still waits is replaced (counted as dropped), so
-`pairs_received == pairs_processed + pairs_dropped + pairs_pending + pairs_in_progress`.
-Valid per-frame estimates feed a `TemporalEstimator`; its aggregate is published.
+A thin adapter around `nclr_core.online.pipeline.OnlineCalibration`, which holds every
+decision (stages, acceptance, the window, the estimate and its uncertainty, drift): images
+and clouds are decoded and checked in the subscription callbacks, paired by approximate time
+(`nclr_ros.time_sync.ApproximateTimePairer`), and a worker thread hands the newest pair to
+the pipeline: a pair arriving while the previous one still waits is replaced (counted as
+dropped), so `pairs_received == pairs_processed + pairs_dropped + pairs_pending +
+pairs_in_progress`.
 
 Publishes: `~/extrinsics` (TransformStamped, parent = camera frame, child = LiDAR frame,
-i.e. T_cam_lidar; reliable + transient local), `~/overlap_mask` (mono8, input size and
-header), `~/points_overlap` (PointCloud2 x y z + `overlap` float32, cloud header),
-`~/overlay` (rgb8, points coloured by depth; only while subscribed), `~/frame_estimates`
-(one DiagnosticArray per processed pair: the per-frame estimate, accepted or not, as a
-`nclr_ros.frame_record.FrameRecord`; header = the image's), `/diagnostics`, and
-optionally `/tf_static`. Service `~/save_calibration` (std_srvs/Trigger) writes the
-calibration files (`nclr_core.io.calibration_files`); they are also written on shutdown.
+i.e. T_cam_lidar; reliable + transient local) and `~/extrinsics_with_covariance`
+(PoseWithCovarianceStamped, frame = the camera frame, pose = the LiDAR frame's pose in it,
+covariance in ROS order x y z, rotation about x y z of the camera frame) once the pipeline
+has an estimate, `~/overlap_mask` (mono8, input size and header), `~/points_overlap`
+(PointCloud2 x y z + `overlap` float32, cloud header), `~/overlay` (rgb8, points coloured by
+depth; only while subscribed), `~/frame_estimates` (one DiagnosticArray per processed pair:
+`nclr_core.online.records.FrameRecord`; header = the image's), `/diagnostics` (counters,
+the estimate's per-axis sigmas, WARN "calibration drifted" when the estimate moved away from
+the prior, the installed calibration, by more than `drift_sigmas`), and optionally
+`/tf_static`. Service `~/save_calibration` (std_srvs/Trigger) writes the calibration files
+(`nclr_core.io.calibration_files`); they are also written on shutdown.
 
 Bad input (undecodable or unknown image encodings, clouds without x/y/z, empty clouds or
 clouds without finite points, image sizes that disagree with camera_info, stamps that never
@@ -28,6 +33,7 @@ reason, and skipped; the node keeps running.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -35,25 +41,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import TransformStamped
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from nclr_core.geometry.camera import CameraModel
-from nclr_core.geometry.projection import project_points_with_camera
-from nclr_core.geometry.se3 import (
-    make_transform,
-    matrix_from_quaternion_xyzw,
-    quaternion_xyzw_from_matrix,
-)
-from nclr_core.inference import CalibrationResult, Calibrator, SolverSettings
+from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
+from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import CalibrationRecord, write_calibration_files
-from nclr_core.temporal_estimator import AggregateEstimate, TemporalEstimator
+from nclr_core.online.pipeline import DriftReport, Frame, FrameOutcome, OnlineCalibration
+from nclr_core.online.pose import PoseEstimate
+from nclr_core.online.records import CalibrationEstimate, FrameRecord
+from nclr_core.visualization import depth_overlay
+from nclr_ros.calibration_parameters import (
+    NODE_NAME,
+    PARAMETERS,
+    SHIPPED_MODEL,
+    STATUS_SUFFIX,
+    online_settings,
+    prior_from_parameters,
+    solver_settings,
+)
 from nclr_ros.conversions import (
     SUPPORTED_ENCODINGS,
     array_to_image,
@@ -62,12 +74,10 @@ from nclr_ros.conversions import (
     image_to_rgb,
     xyz_fields_to_pointcloud2,
 )
-from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 from nclr_ros.node_common import (
     LATCHED,
     BadInputLog,
     NewestJobWorker,
-    ParameterTable,
     checked_cloud_points,
     declare_parameters,
     diagnostic_array,
@@ -78,65 +88,8 @@ from nclr_ros.node_common import (
 from nclr_ros.package_files import package_file
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
-NODE_NAME = "nclr_calibration"
-SHIPPED_MODEL = "nclr_synthetic.pt"  # models/ in the package (see README)
-
-# name -> (default, description). Defaults mirror config/calibrate.yaml (a test checks it).
-# Every parameter is read-only: it is read once at start-up.
-PARAMETERS: ParameterTable = {
-    "model_path": ("", "NCLR checkpoint (.pt; training/export_model.py); empty: the shipped "
-                       f"models/{SHIPPED_MODEL}, trained on synthetic data only."),
-    "device": ("cpu", "torch device for inference: cpu, cuda, cuda:1, ..."),
-    "use_compressed": (False, "subscribe to image/compressed (CompressedImage) instead of "
-                              "image (Image)."),
-    "reliability": ("best_effort", "subscription reliability: best_effort (sensor data, "
-                                   "matches any publisher) or reliable (reliable publishers "
-                                   "such as bag players)."),
-    "qos_depth": (5, "subscription queue depth."),
-    "sync_slop_s": (0.05, "largest |image stamp - cloud stamp| of a pair, seconds."),
-    "sync_queue_size": (10, "unpaired messages kept per stream for pairing."),
-    "no_pair_warning_s": (2.0, "warn with the measured stamp offset when no pair formed for "
-                               "this long while both streams arrive, seconds."),
-    "intensity_field": ("intensity", "PointCloud2 field used as intensity (0 when absent)."),
-    "intrinsics_from_parameters": (False, "take the camera model from the camera_* "
-                                          "parameters instead of the camera_info topic."),
-    "camera_k": ([0.0] * 9, "row-major 3x3 K (with intrinsics_from_parameters)."),
-    "camera_width": (0, "image width, pixels (with intrinsics_from_parameters)."),
-    "camera_height": (0, "image height, pixels (with intrinsics_from_parameters)."),
-    "camera_distortion_model": ("none", "none, plumb_bob or equidistant (with "
-                                        "intrinsics_from_parameters)."),
-    "camera_d": ([0.0] * 5, "distortion coefficients: plumb_bob k1 k2 p1 p2 k3, equidistant "
-                            "k1 k2 k3 k4 (with intrinsics_from_parameters)."),
-    "camera_frame": ("", "camera (optical) frame id; empty: the image header's frame_id."),
-    "lidar_frame": ("", "LiDAR frame id; empty: the cloud header's frame_id."),
-    "reprojection_threshold_px": (8.0, "RANSAC-PnP inlier threshold, input-image pixels."),
-    "ransac_iterations": (1000, "RANSAC-PnP hypotheses at most."),
-    "ransac_confidence": (0.999, "RANSAC-PnP early-stop confidence."),
-    "min_inliers": (12, "per-frame estimates with fewer RANSAC inliers are rejected."),
-    "max_translation_m": (10.0, "per-frame estimates with a larger LiDAR-camera distance "
-                                "are rejected, metres."),
-    "use_prior": (False, "online regime: gate estimates by the prior T_cam_lidar below."),
-    "prior_translation": ([0.0, 0.0, 0.0], "prior T_cam_lidar translation x y z, metres."),
-    "prior_quaternion_xyzw": ([0.0, 0.0, 0.0, 1.0], "prior T_cam_lidar rotation, quaternion "
-                                                    "x y z w."),
-    "prior_max_rotation_deg": (15.0, "reject estimates rotated farther from the prior, "
-                                     "degrees."),
-    "prior_max_translation_m": (0.5, "reject estimates farther from the prior, metres."),
-    "window": (50, "per-frame estimates aggregated (sliding window)."),
-    "min_frames": (3, "estimates needed before an aggregate is published."),
-    "outlier_rotation_deg": (1.0, "aggregation outlier floor on rotation, degrees."),
-    "outlier_translation_m": (0.05, "aggregation outlier floor on translation, metres."),
-    "publish_tf_static": (False, "also publish the estimate on /tf_static."),
-    "tf_child_frame": ("", "child frame on /tf_static (parent: camera frame); empty: the LiDAR "
-                           "frame. Set another name if the LiDAR frame already has a parent."),
-    "output_directory": ("nclr_calibration", "where calibration files are written (relative "
-                                             "to the working directory)."),
-    "file_stem": ("nclr_calibration", "base name of the calibration files."),
-    "save_on_shutdown": (True, "write the calibration files when the node stops."),
-    "diagnostics_period_s": (1.0, "period of /diagnostics, seconds."),
-    "warn_throttle_s": (5.0, "at most one warning per bad-input reason in this time, seconds."),
-    "overlay_point_radius": (1, "radius of the points drawn on ~/overlay, pixels."),
-}
+# PoseWithCovariance order (x, y, z, rot x, rot y, rot z) from δ = (ω, ρ) of PoseEstimate
+_ROS_COVARIANCE_ORDER = [3, 4, 5, 0, 1, 2]
 
 
 @dataclass
@@ -169,53 +122,36 @@ def _transform_msg(T_cam_lidar: np.ndarray, header: Header, parent: str, child: 
     return msg
 
 
-def depth_overlay(image: np.ndarray, points: np.ndarray, T_cam_lidar: np.ndarray,
-                  camera: CameraModel, radius: int = 1) -> np.ndarray:
-    """RGB (H, W, 3) copy of `image` with the points (N, >=3, LiDAR frame) that project into
-    it under T_cam_lidar drawn in colour by depth (near red, far blue), farthest first."""
-    projection = project_points_with_camera(points, T_cam_lidar, camera)
-    out = image.copy()
-    hit = projection.in_image
-    if not hit.any():
-        return out
-    depth = projection.depth[hit]
-    uv = projection.pixels()[hit]
-    order = np.argsort(-depth)  # near points drawn last, on top
-    span = max(float(depth.max() - depth.min()), 1e-6)
-    level = (255.0 * (depth - depth.min()) / span).astype(np.uint8)
-    colours = cv2.applyColorMap(255 - level[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
-    h, w = out.shape[:2]
-    for du in range(-radius, radius + 1):
-        for dv in range(-radius, radius + 1):
-            u = np.clip(uv[order, 0] + du, 0, w - 1)
-            v = np.clip(uv[order, 1] + dv, 0, h - 1)
-            out[v, u] = colours[order]
-    return out
+def _pose_with_covariance_msg(pose: PoseEstimate, header: Header, camera_frame: str
+                              ) -> PoseWithCovarianceStamped:
+    """The LiDAR frame's pose in the camera frame (T_cam_lidar) with its covariance."""
+    msg = PoseWithCovarianceStamped()
+    msg.header.stamp = header.stamp
+    msg.header.frame_id = camera_frame
+    T = pose.T_cam_lidar
+    p = msg.pose.pose.position
+    p.x, p.y, p.z = (float(v) for v in T[:3, 3])
+    o = msg.pose.pose.orientation
+    o.x, o.y, o.z, o.w = (float(v) for v in quaternion_xyzw_from_matrix(T[:3, :3]))
+    order = _ROS_COVARIANCE_ORDER
+    msg.pose.covariance = [float(v) for v in pose.covariance[np.ix_(order, order)].reshape(36)]
+    return msg
 
 
-def solver_settings(params: dict[str, Any]) -> SolverSettings:
-    """The node's SolverSettings from its parameters."""
-    return SolverSettings(
-        reprojection_threshold_px=params["reprojection_threshold_px"],
-        ransac_iterations=params["ransac_iterations"],
-        ransac_confidence=params["ransac_confidence"],
-        min_inliers=params["min_inliers"],
-        max_translation_m=params["max_translation_m"],
-        max_rotation_from_prior_deg=params["prior_max_rotation_deg"],
-        max_translation_from_prior_m=params["prior_max_translation_m"],
-    )
-
-
-def temporal_estimator(params: dict[str, Any], prior: np.ndarray | None) -> TemporalEstimator:
-    """The node's TemporalEstimator from its parameters and prior (None: no prior)."""
-    return TemporalEstimator(
-        window=params["window"], min_frames=params["min_frames"],
-        outlier_rotation_deg=params["outlier_rotation_deg"],
-        outlier_translation_m=params["outlier_translation_m"], T_init=prior,
-        max_rotation_from_prior_deg=params["prior_max_rotation_deg"] if prior is not None
-        else None,
-        max_translation_from_prior_m=params["prior_max_translation_m"] if prior is not None
-        else None)
+def _estimate_values(estimate: CalibrationEstimate) -> dict[str, Any]:
+    """Plain key-values of an estimate: its stage, frames, per-axis sigmas (camera frame)
+    and warnings (for /diagnostics and the saved files)."""
+    if not estimate.solved:
+        return {}
+    pose = estimate.pose
+    values: dict[str, Any] = {"estimate_stage": estimate.stage,
+                              "estimate_frames": estimate.num_frames}
+    for axis, deg, m in zip("xyz", pose.sigma_rot_deg, pose.sigma_trans_m, strict=True):
+        values[f"sigma_rot_{axis}_deg"] = float(deg)
+        values[f"sigma_trans_{axis}_m"] = float(m)
+    if estimate.warnings:
+        values["estimate_warnings"] = "; ".join(estimate.warnings)
+    return values
 
 
 class CalibrationNode(Node):
@@ -234,17 +170,10 @@ class CalibrationNode(Node):
                 f"model_path is empty: using the shipped {shipped}, pre-trained on synthetic "
                 "scenes only; pre-train on your own logs for a real vehicle")
             p["model_path"] = str(shipped)
-        self.calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
-                                                     solver_settings(p))
-        self.prior = None
-        if p["use_prior"]:
-            q = np.asarray(p["prior_quaternion_xyzw"], dtype=np.float64)
-            if q.shape != (4,) or not abs(np.linalg.norm(q) - 1.0) < 1e-3:
-                raise ValueError(f"parameter prior_quaternion_xyzw must be a unit quaternion, "
-                                 f"got {q.tolist()}")
-            self.prior = make_transform(matrix_from_quaternion_xyzw(q / np.linalg.norm(q)),
-                                        np.asarray(p["prior_translation"], dtype=np.float64))
-        self.estimator = temporal_estimator(p, self.prior)
+        calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
+                                                solver_settings(p))
+        self.prior = prior_from_parameters(p)
+        self.pipeline = OnlineCalibration(calibrator, online_settings(p), self.prior)
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
         self.camera: CameraModel | None = None
         if p["intrinsics_from_parameters"]:
@@ -263,8 +192,9 @@ class CalibrationNode(Node):
         self.bad_input = BadInputLog(self.get_logger(), p["warn_throttle_s"])
         self._last_pair_time = time.monotonic()
         self.last_latency_s = math.nan
-        self.last_result: CalibrationResult | None = None
-        self.aggregate: AggregateEstimate | None = None
+        self.last_record: FrameRecord | None = None
+        self.estimate: CalibrationEstimate = self.pipeline.estimate()
+        self.drift: DriftReport | None = None
         self._frames = ("", "", 0.0)  # camera frame, LiDAR frame, stamp of the last pair
         self._camera_used: CameraModel | None = None
 
@@ -277,6 +207,8 @@ class CalibrationNode(Node):
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         self.create_subscription(PointCloud2, "points", self._on_cloud, qos)
         self.pub_extrinsics = self.create_publisher(TransformStamped, "~/extrinsics", LATCHED)
+        self.pub_covariance = self.create_publisher(PoseWithCovarianceStamped,
+                                                    "~/extrinsics_with_covariance", LATCHED)
         self.pub_mask = self.create_publisher(Image, "~/overlap_mask", 5)
         self.pub_points = self.create_publisher(PointCloud2, "~/points_overlap", 5)
         self.pub_overlay = self.create_publisher(Image, "~/overlay", 5)
@@ -386,54 +318,45 @@ class CalibrationNode(Node):
         cloud: _Frame = job.pair.cloud
         camera_frame = self.params["camera_frame"] or image.header.frame_id
         lidar_frame = self.params["lidar_frame"] or cloud.header.frame_id
-        try:
-            result = self.calibrator.calibrate(image.data, cloud.data, image.camera, self.prior)
-        except ValueError as err:
-            self._bad("calibration_input", f"pair skipped: {err}")
-            with self._lock:
-                aggregate = self.aggregate
-            self._publish_frame(job, FrameRecord.input_error(
-                job.pair.image_stamp, job.pair.cloud_stamp, str(err),
-                None if aggregate is None else aggregate.T_cam_lidar,
-                time.monotonic() - job.formed))
-            return
-        quality = result.quality
+        outcome = self.pipeline.process(Frame(image.data, cloud.data, image.camera,
+                                              job.pair.image_stamp, job.pair.cloud_stamp))
+        record = dataclasses.replace(outcome.record, latency_s=time.monotonic() - job.formed)
+        if outcome.bad_input:
+            self._bad("calibration_input", f"pair skipped: {outcome.bad_input}")
+        estimate = self.pipeline.estimate()
+        drift = self.pipeline.drift()
         with self._lock:
-            accepted = quality.valid and self.estimator.add(
-                result.T_cam_lidar, weight=float(max(quality.num_inliers, 1)))
-            self.counts["estimates_accepted" if accepted else "estimates_rejected"] += 1
-            if accepted:
-                self.aggregate = self.estimator.estimate()
-            aggregate = self.aggregate
-            self.last_result = result
+            if not outcome.bad_input:
+                self.counts["estimates_accepted" if record.accepted
+                            else "estimates_rejected"] += 1
+            self.last_record, self.estimate, self.drift = record, estimate, drift
             self._frames = (camera_frame, lidar_frame, stamp_seconds(image.header))
             self._camera_used = image.camera
-        why = "" if accepted else (
-            quality.reason or "outside the prior bounds of the temporal estimator")
-        if not accepted:
-            self.get_logger().debug(f"frame estimate rejected: {why}")
-        self._publish_frame(job, FrameRecord(
-            job.pair.image_stamp, job.pair.cloud_stamp, quality.valid, accepted, why,
-            quality.num_inliers, quality.reprojection_error_px, quality.overlap_ratio,
-            result.T_cam_lidar, None if aggregate is None else aggregate.T_cam_lidar,
-            time.monotonic() - job.formed))
-
-        mask = array_to_image(result.image_overlap_mask, "mono8", image.header)
-        self.pub_mask.publish(mask)
-        self.pub_points.publish(xyz_fields_to_pointcloud2(
-            cloud.data[:, :3], cloud.header, overlap=result.point_overlap.astype(np.float32)))
-        if aggregate is not None:
-            self._publish_transform(aggregate.T_cam_lidar, image.header, camera_frame,
-                                    lidar_frame)
+        if not record.accepted:
+            self.get_logger().debug(f"frame estimate not accepted: {record.reason}")
+        self._publish_frame(job, record)
+        if outcome.network is not None:
+            self._publish_network_outputs(outcome, image, cloud)
+        if estimate.solved:
+            self._publish_transform(estimate.pose, image.header, camera_frame, lidar_frame)
         if self.pub_overlay.get_subscription_count() > 0:
-            T = aggregate.T_cam_lidar if aggregate is not None else (
-                result.T_cam_lidar if quality.valid else None)
+            T = estimate.T_cam_lidar if estimate.solved else (
+                record.T_cam_lidar if record.valid else None)
             if T is not None:
                 overlay = depth_overlay(image.data, cloud.data, T, image.camera,
                                         self.params["overlay_point_radius"])
                 self.pub_overlay.publish(array_to_image(overlay, "rgb8", image.header))
         with self._lock:
             self.last_latency_s = time.monotonic() - job.formed
+
+    def _publish_network_outputs(self, outcome: FrameOutcome, image: _Frame, cloud: _Frame
+                                 ) -> None:
+        """The network's image overlap mask and per-point overlap scores."""
+        network = outcome.network
+        self.pub_mask.publish(array_to_image(network.image_overlap_mask, "mono8",
+                                             image.header))
+        self.pub_points.publish(xyz_fields_to_pointcloud2(
+            cloud.data[:, :3], cloud.header, overlap=network.point_overlap.astype(np.float32)))
 
     def _publish_frame(self, job: _Job, record: FrameRecord) -> None:
         """Publish one pair's record on ~/frame_estimates (header: the image's)."""
@@ -445,9 +368,11 @@ class CalibrationNode(Node):
         msg.header = job.pair.image.header
         self.pub_frames.publish(msg)
 
-    def _publish_transform(self, T: np.ndarray, header: Header, camera_frame: str,
+    def _publish_transform(self, pose: PoseEstimate, header: Header, camera_frame: str,
                            lidar_frame: str) -> None:
+        T = pose.T_cam_lidar
         self.pub_extrinsics.publish(_transform_msg(T, header, camera_frame, lidar_frame))
+        self.pub_covariance.publish(_pose_with_covariance_msg(pose, header, camera_frame))
         if self.pub_tf_static is not None:
             child = self.params["tf_child_frame"] or lidar_frame
             self.pub_tf_static.publish(
@@ -455,7 +380,8 @@ class CalibrationNode(Node):
 
     # -- diagnostics ----------------------------------------------------------------------
     def diagnostics_values(self) -> dict[str, str]:
-        """The diagnostic key-values (counters, bad input by reason, latency, spread)."""
+        """The diagnostic key-values (counters, bad input by reason, latency, the last
+        frame, the estimate with its per-axis sigmas, drift)."""
         with self._lock:
             values: dict[str, Any] = dict(self.counts)
             values["pairs_processed"] = self._worker.processed
@@ -466,26 +392,32 @@ class CalibrationNode(Node):
             values["sync_dropped_images"] = sync.dropped_images
             values["sync_dropped_clouds"] = sync.dropped_clouds
             values["last_latency_s"] = self.last_latency_s
-            aggregate = self.aggregate
-            result = self.last_result
+            estimate, record, drift = self.estimate, self.last_record, self.drift
         values.update(self.bad_input.counts())
-        if result is not None:
-            values["last_valid"] = result.quality.valid
-            values["last_reason"] = result.quality.reason
-            values["last_inliers"] = result.quality.num_inliers
-            values["last_reprojection_error_px"] = result.quality.reprojection_error_px
-            values["last_overlap_ratio"] = result.quality.overlap_ratio
-        if aggregate is not None:
-            values["estimate_frames"] = aggregate.num_frames
-            values["estimate_inliers"] = aggregate.num_inliers
-            values["rotation_spread_deg"] = aggregate.rotation_spread_deg
-            values["translation_spread_m"] = aggregate.translation_spread_m
+        if record is not None:
+            values["last_valid"] = record.valid
+            values["last_reason"] = record.reason
+            values["last_inliers"] = record.num_inliers
+            values["last_reprojection_error_px"] = record.reprojection_error_px
+            values["last_overlap_ratio"] = record.overlap_ratio
+        values.update(_estimate_values(estimate))
+        if drift is not None:
+            values["drifted"] = drift.drifted
+            values["drift"] = drift.describe()
         return {key: str(value) for key, value in values.items()}
 
     def publish_diagnostics(self) -> None:
         values = self.diagnostics_values()
-        if self.aggregate is None:
+        with self._lock:
+            estimate, drift = self.estimate, self.drift
+        if not estimate.solved:
             level, message = DiagnosticStatus.WARN, "no calibration estimate yet"
+        elif drift is not None and drift.drifted:
+            level, message = DiagnosticStatus.WARN, (
+                f"calibration drifted from the installed one ({', '.join(drift.axes)}): "
+                f"{drift.describe()}")
+        elif estimate.warnings:
+            level, message = DiagnosticStatus.WARN, "; ".join(estimate.warnings)
         elif any(k.startswith("bad_input.") for k in values):
             level, message = DiagnosticStatus.WARN, \
                 "estimating; some input was bad (see bad_input.*)"
@@ -497,28 +429,28 @@ class CalibrationNode(Node):
 
     # -- saving ---------------------------------------------------------------------------
     def save(self) -> dict[str, Path]:
-        """Write the calibration files of the current aggregate; ValueError when none yet."""
+        """Write the calibration files of the current estimate; ValueError when none yet."""
         with self._lock:
-            aggregate = self.aggregate
+            estimate, record = self.estimate, self.last_record
             camera_frame, lidar_frame, stamp = self._frames
             camera = self._camera_used
-            result = self.last_result
-        if aggregate is None:
-            raise ValueError("no calibration estimate yet: nothing to save")
-        quality: dict[str, Any] = {
-            "window_inliers": aggregate.num_inliers,
-            "rotation_spread_deg": aggregate.rotation_spread_deg,
-            "translation_spread_m": aggregate.translation_spread_m,
-        }
-        if result is not None:
-            quality.update({f"last_frame_{k}": v for k, v in result.quality.as_dict().items()})
-        record = CalibrationRecord(T_cam_lidar=aggregate.T_cam_lidar, camera_frame=camera_frame,
-                                   lidar_frame=lidar_frame, stamp=stamp,
-                                   frame_count=aggregate.num_frames, quality=quality,
-                                   camera=camera)
+        if not estimate.solved:
+            raise ValueError(f"no calibration estimate yet ({estimate.reason}): nothing to "
+                             "save")
+        quality: dict[str, Any] = _estimate_values(estimate)
+        if record is not None:
+            quality.update({f"last_frame_{k}": v for k, v in (
+                ("valid", record.valid), ("reason", record.reason),
+                ("num_inliers", record.num_inliers),
+                ("reprojection_error_px", record.reprojection_error_px),
+                ("overlap_ratio", record.overlap_ratio))})
+        calibration = CalibrationRecord(
+            T_cam_lidar=estimate.T_cam_lidar, camera_frame=camera_frame,
+            lidar_frame=lidar_frame, stamp=stamp, frame_count=estimate.num_frames,
+            quality=quality, camera=camera)
         directory = Path(self.params["output_directory"])
         directory.mkdir(parents=True, exist_ok=True)
-        return write_calibration_files(record, directory, self.params["file_stem"])
+        return write_calibration_files(calibration, directory, self.params["file_stem"])
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:

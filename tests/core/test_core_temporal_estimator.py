@@ -84,3 +84,27 @@ def test_weights_pull_the_mean():
 def test_bad_input_is_refused(bad):
     with pytest.raises(ValueError, match="finite"):
         TemporalEstimator().add(bad)
+
+
+def test_covariance_of_the_mean_matches_the_scatter_of_means():
+    """Monte Carlo: the reported sigma of a 20-frame mean is the spread of such means."""
+    rng = np.random.default_rng(1)
+    errors, sigmas = [], []
+    for _ in range(200):
+        est = TemporalEstimator(window=20, min_frames=2, outlier_rotation_deg=5.0,
+                                outlier_translation_m=1.0)
+        for _ in range(20):
+            est.add(_noisy(rng, 0.004, 0.02))
+        result = est.estimate()
+        errors.append(result.T_cam_lidar[:3, 3] - T_TRUE[:3, 3])
+        sigmas.append(result.pose.sigma_trans_m)
+    measured = np.std(np.asarray(errors), axis=0)
+    reported = np.mean(np.asarray(sigmas), axis=0)
+    assert np.allclose(reported, measured, rtol=0.2)
+    assert np.allclose(reported, 0.02 / np.sqrt(20), rtol=0.2)
+
+
+def test_one_estimate_has_unknown_covariance():
+    est = TemporalEstimator(min_frames=1)
+    est.add(T_TRUE)
+    assert np.all(np.isinf(est.estimate().pose.sigma_rot_deg))

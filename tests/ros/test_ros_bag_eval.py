@@ -21,7 +21,6 @@ from nclr_ros.bag_messages import (
     encode_points,
     typestore,
 )
-from nclr_ros.frame_record import FrameRecord
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 4
@@ -58,17 +57,6 @@ def test_prior_is_exactly_as_far_as_asked_and_survives_the_parameter_round_trip(
     assert errors["rte_m"] == pytest.approx(0.2, abs=1e-12)
     assert np.allclose(node_prior(prior), prior, atol=1e-12)
     assert np.array_equal(node_prior(node_prior(prior)), node_prior(prior))
-
-
-def test_frame_record_text_round_trip_is_exact():
-    rng = np.random.default_rng(0)
-    record = FrameRecord(1.25, 1.2500001, True, False, "why", 17, 0.1 + 0.2, np.pi,
-                         rng.normal(size=(4, 4)), None, 1 / 3)
-    back = FrameRecord.from_values(record.to_values())
-    assert np.array_equal(back.T_cam_lidar, record.T_cam_lidar) and back.aggregate is None
-    assert back.to_values() == record.to_values()
-    with pytest.raises(ValueError, match="lacks valid"):
-        FrameRecord.from_values({k: v for k, v in record.to_values().items() if k != "valid"})
 
 
 def test_offline_and_live_give_the_same_per_frame_estimates(drive):

@@ -40,7 +40,7 @@ DRIVER_TIMEOUT_S = 90.0
 def _drive(output_dir: str, timeout_s: float) -> dict:  # noqa: C901 - one scripted session
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import TransformStamped
+    from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
     from rclpy.qos import (
         DurabilityPolicy,
         HistoryPolicy,
@@ -65,10 +65,13 @@ def _drive(output_dir: str, timeout_s: float) -> dict:  # noqa: C901 - one scrip
     latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    got: dict[str, list] = {"extrinsics": [], "mask": [], "points": [], "overlay": []}
+    got: dict[str, list] = {"extrinsics": [], "mask": [], "points": [], "overlay": [],
+                            "covariance": []}
     diagnostics: list[dict] = []
     node.create_subscription(TransformStamped, f"{NODE}/extrinsics",
                              got["extrinsics"].append, latched)
+    node.create_subscription(PoseWithCovarianceStamped, f"{NODE}/extrinsics_with_covariance",
+                             got["covariance"].append, latched)
     node.create_subscription(Image, f"{NODE}/overlap_mask", got["mask"].append, 10)
     node.create_subscription(PointCloud2, f"{NODE}/points_overlap", got["points"].append, 10)
     node.create_subscription(Image, f"{NODE}/overlay", got["overlay"].append, 10)
@@ -226,6 +229,13 @@ def _drive(output_dir: str, timeout_s: float) -> dict:  # noqa: C901 - one scrip
         tf = got["extrinsics"][-1].transform
         report["last_extrinsics"] = [tf.translation.x, tf.translation.y, tf.translation.z,
                                      tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w]
+    spin_until(lambda: got["covariance"], "the extrinsics with covariance")
+    if got["covariance"]:
+        msg = got["covariance"][-1]
+        p, o = msg.pose.pose.position, msg.pose.pose.orientation
+        report["last_pose_with_covariance"] = {
+            "frame_id": msg.header.frame_id, "pose": [p.x, p.y, p.z, o.x, o.y, o.z, o.w],
+            "covariance": [float(v) for v in msg.pose.covariance]}
     node.destroy_node()
     rclpy.shutdown()
     return report
@@ -233,7 +243,7 @@ def _drive(output_dir: str, timeout_s: float) -> dict:  # noqa: C901 - one scrip
 
 # ---------------------------------------------------------------- test
 def test_parameter_defaults_match_config_yaml():
-    from nclr_ros.calibration_node import PARAMETERS
+    from nclr_ros.calibration_parameters import PARAMETERS
 
     config = yaml.safe_load((REPO / "config" / "calibrate.yaml").read_text())
     params = config[NODE]["ros__parameters"]
@@ -252,23 +262,6 @@ def test_dds_profile_applied_unless_set():
     user = {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}
     assert apply_default_profile(user) is None
     assert user == {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/mine.xml"}
-
-
-def test_depth_overlay_colours_points_near_red_far_blue():
-    from nclr_core.geometry.camera import CameraModel
-    from nclr_ros.calibration_node import depth_overlay
-
-    camera = CameraModel(np.array(K).reshape(3, 3), IMAGE_W, IMAGE_H)
-    image = np.zeros((IMAGE_H, IMAGE_W, 3), np.uint8)
-    # camera frame = LiDAR frame; near point at pixel (159, 119), far one at (209, 119),
-    # a third one behind the camera is not drawn
-    points = np.array([[-0.002, -0.002, 2.0], [1.98, -0.02, 10.0], [0.0, 0.0, -5.0]])
-    out = depth_overlay(image, points, np.eye(4), camera, radius=0)
-    near, far = out[119, 159], out[119, 209]
-    assert near[0] >= 128 and max(near[1], near[2]) < 30, near  # (dark) red
-    assert far[2] >= 128 and max(far[0], far[1]) < 30, far  # (dark) blue
-    assert np.count_nonzero(out.any(axis=2)) == 2
-    assert not image.any()  # the input is not modified
 
 
 @pytest.mark.slow
@@ -338,6 +331,11 @@ def test_node_end_to_end(tmp_path, save_tiny_calibration_checkpoint):
 
     published = make_transform(matrix_from_quaternion_xyzw([qx, qy, qz, qw]), [x, y, z])
     np.testing.assert_allclose(saved_T, published, atol=1e-9)
+    with_covariance = report["last_pose_with_covariance"]
+    assert with_covariance["frame_id"] == CAMERA_FRAME
+    assert with_covariance["pose"] == report["last_extrinsics"]
+    covariance = np.asarray(with_covariance["covariance"]).reshape(6, 6)
+    assert np.all(np.diag(covariance) >= 0) and np.allclose(covariance, covariance.T)
     assert node.returncode == 0, log_text[-3000:]
     record = load_calibration_yaml(out_dir / "nclr_calibration.yaml")
     np.testing.assert_allclose(record.T_cam_lidar, saved_T, atol=1e-12)
@@ -438,7 +436,8 @@ if __name__ == "__main__":
 def test_empty_model_path_uses_the_shipped_model():
     import rclpy
 
-    from nclr_ros.calibration_node import SHIPPED_MODEL, CalibrationNode
+    from nclr_ros.calibration_node import CalibrationNode
+    from nclr_ros.calibration_parameters import SHIPPED_MODEL
     from nclr_ros.package_files import package_file
 
     shipped = package_file("models", SHIPPED_MODEL)
@@ -449,7 +448,7 @@ def test_empty_model_path_uses_the_shipped_model():
         node = CalibrationNode(context=context)
         try:
             assert node.params["model_path"] == str(shipped)
-            assert node.calibrator.model.use_overlap
+            assert node.pipeline.calibrator.model.use_overlap
         finally:
             node.shutdown()
             node.destroy_node()
