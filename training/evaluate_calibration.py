@@ -4,12 +4,16 @@
         --checkpoint runs/synthetic_cpu/<stamp>/checkpoints/best.pt \
         --data data/synthetic --split 03 --out runs/eval/nclr [--dataset synthetic] \
         [--regime both] [--baseline cosine_hard] [--max-frames 24] [--seed 0] [--untrained]
+        [--prior-deg 10 --prior-m 0.25] [--priors-per-frame 1] [--stages global]
+        [--group-by-calibration [--window-frames N]]
 
 Regimes (`nclr_core.engine.calibration_eval`): `registration` — each cloud randomly rotated
 about z and moved in x-y as in pre-training, the pose solved by RANSAC-PnP on the network's
-matches; `online` — the cloud as recorded, a prior T_init = ground truth perturbed by up to
---prior-angle-deg / --prior-translation-m, calibrated by `nclr_core.inference.Calibrator`
-(the ROS node's path, with its gates; a rejected estimate leaves the prior in place).
+matches; `online` — the cloud as recorded, calibrated by the online pipeline the node runs
+(`nclr_core.online.pipeline.OnlineCalibration`, --stages) from priors exactly --prior-deg
+degrees and --prior-m metres from the truth, over windows of frames (each frame alone, or
+with --group-by-calibration the frames sharing a calibration together;
+`nclr_core.engine.online_eval`). A refused estimate leaves the prior in place.
 The image size, point range and point cap come from the checkpoint's config; --data,
 --dataset and --split replace its data source.
 
@@ -20,28 +24,32 @@ with the similarity W_f = I (cosine) and hard arg-max matching, then RANSAC-PnP.
 
 Writes into --out: `metrics.json` (per regime and method: the §8 metrics, recall curves,
 and for registration the LTA check `lta_check`: similarity of corresponding point and pixel
-features with and without W_f; plus the command line and the checkpoint), `frames.csv`
-(one row per method, regime and frame) and `recall_curves.png` (recall vs RTE and RRE
-thresholds, paper Fig. 9).
+features with and without W_f; online, per call: `num_calls`, `accepted_rate`,
+`estimate_rre_geodesic_deg_median|p90`, `estimate_rte_m_median|p90`,
+`worse_than_prior_rate`, `better_than_prior_rotation_rate`, `coverage_3sigma`,
+`aggregate` and the same per stage under `stages`; per frame: the §8 metrics and
+`frame_accepted_rate`; plus the command line and the checkpoint), `frames.csv` (one row
+per method, regime and frame; online, per frame of every call and per call) and
+`recall_curves.png` (recall vs RTE and RRE thresholds, paper Fig. 9).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import math
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from nclr_core.config import ConfigError, to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.datasets import PairDataset, build_reader, pair_transform
-from nclr_core.data.pairs import PerturbedPrior
-from nclr_core.data.transforms import RNG_KEY, sample_rng
 from nclr_core.engine.calibration_eval import (
     REGIMES,
     correspondence_similarities,
@@ -55,10 +63,13 @@ from nclr_core.engine.calibration_eval import (
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.evaluation import PretextAccumulator
 from nclr_core.engine.metrics_file import write_metrics_json
+from nclr_core.engine.online_eval import make_windows, run_calls, summarize_calls
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model, config_from_checkpoint
+from nclr_core.geometry.metrics import pose_errors
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.online.pipeline import STAGES, OnlineCalibration, OnlineSettings
 
 log = logging.getLogger("nclr.evaluate_calibration")
 
@@ -86,10 +97,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="random weights of the checkpoint's architecture")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="frames per forward pass in the registration regime")
-    parser.add_argument("--prior-angle-deg", type=float, default=10.0,
-                        help="online regime: largest rotation of the prior from the truth")
-    parser.add_argument("--prior-translation-m", type=float, default=0.25,
-                        help="online regime: largest per-axis translation of the prior")
+    parser.add_argument("--prior-deg", type=float, default=10.0,
+                        help="online regime: the prior's rotation from the truth, exactly "
+                        "(degrees, about a random axis)")
+    parser.add_argument("--prior-m", type=float, default=0.25,
+                        help="online regime: the prior's translation from the truth, exactly "
+                        "(metres, in a random direction)")
+    parser.add_argument("--priors-per-frame", type=int, default=1,
+                        help="online regime: calls per window = this x its frame count")
+    parser.add_argument("--group-by-calibration", action="store_true",
+                        help="online regime: calibrate the frames that share a calibration "
+                        "together, as one window (else each frame alone)")
+    parser.add_argument("--window-frames", type=int,
+                        help="online regime, with --group-by-calibration: split each group "
+                        "into windows of this many consecutive frames")
+    parser.add_argument("--stages", nargs="+", default=["global"], choices=STAGES,
+                        help="online regime: the pipeline's stages")
     parser.add_argument("--ransac-threshold-px", type=float,
                         default=SolverSettings.reprojection_threshold_px,
                         help="RANSAC inlier threshold (network pixels for registration, "
@@ -100,6 +123,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--max-frames must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.priors_per_frame < 1 or (args.window_frames is not None and args.window_frames < 1):
+        parser.error("--priors-per-frame and --window-frames must be at least 1")
     return args
 
 
@@ -133,8 +158,10 @@ def _models(cfg: PretrainConfig, state: dict, args: argparse.Namespace
     return models
 
 
-def _frame_ids(batch: dict, b: int) -> dict[str, str]:
-    return {key: batch[key][b] for key in ("sequence", "frame_id") if key in batch}
+def _frame_ids(batch: dict, b: int | None = None) -> dict[str, str]:
+    """sequence and frame_id of frame b of a batch (or of a sample: b None)."""
+    return {key: str(batch[key] if b is None else batch[key][b])
+            for key in ("sequence", "frame_id") if key in batch}
 
 
 def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig,
@@ -175,32 +202,66 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
 def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
                     args: argparse.Namespace, settings: SolverSettings,
                     device: torch.device) -> tuple[dict, list[dict]]:
-    """Per method: the online-calibration summary; plus the per-frame rows."""
+    """Per method: the online-calibration summary (`nclr_core.engine.online_eval`: calls
+    over windows from priors at an exact distance, per stage; plus the per-frame figures of
+    the network's stage); and the rows (per frame of every call, then per call)."""
     reader = build_reader(cfg.data, cfg.data.val_split)
     count = len(reader) if args.max_frames is None else min(len(reader), args.max_frames)
     if count == 0:
         raise ValueError("the dataset split holds no frames")
+    samples = [reader[i] for i in tqdm(range(count), desc="reading")]
+    windows = make_windows(samples, args.group_by_calibration, args.window_frames)
     network_input = NetworkInput.from_config(to_dict(cfg.data))
-    calibrators = {name: Calibrator(model, network_input, settings, device)
-                   for name, model in models.items()}
-    prior = PerturbedPrior(args.prior_angle_deg, args.prior_translation_m)
-    accumulators = {name: PretextAccumulator(threshold=model.point_threshold)
-                    for name, model in models.items()}
-    rows: list[dict] = []
-    for index in tqdm(range(count), desc="online"):
-        sample = reader[index]
-        drawn = prior({**sample, RNG_KEY: sample_rng(args.seed, 0, index)})
-        for name, calibrator in calibrators.items():
-            outputs, batch, extra = online_frame(calibrator, sample, drawn["T_init"],
-                                                 cfg.data.overlap_radius_cells)
-            reason = extra.pop("reason")  # text: the CSV's, not the accumulator's
-            accumulator = accumulators[name]
-            accumulator.add(outputs, batch)
-            accumulator.records[-1].update(extra)
-            rows.append({"method": name, "regime": "online",
-                         **{k: str(sample[k]) for k in ("sequence", "frame_id") if k in sample},
-                         **accumulator.records[-1], "reason": reason})
-    return {name: summarize(acc, "online") for name, acc in accumulators.items()}, rows
+    online = OnlineSettings(stages=tuple(args.stages), min_frames=1,
+                            window=max(len(w.indices) for w in windows),
+                            max_rotation_from_prior_deg=settings.max_rotation_from_prior_deg,
+                            max_translation_from_prior_m=settings.max_translation_from_prior_m)
+    summaries, rows = {}, []
+    for name, model in models.items():
+        calibrator = Calibrator(model, network_input, settings, device)
+        accumulator = PretextAccumulator(threshold=model.point_threshold)
+        calls = []
+        for call in tqdm(run_calls(windows, samples.__getitem__,
+                                   lambda prior, c=calibrator: OnlineCalibration(c, online, prior),
+                                   args.prior_deg, args.prior_m, args.priors_per_frame,
+                                   args.seed), desc=f"online ({name})"):
+            calls.append(call)
+            for index, outcome in zip(call.window.indices, call.outcomes, strict=True):
+                record = _frame_record(calibrator, samples[index], call.prior, outcome,
+                                       cfg.data.overlap_radius_cells, accumulator)
+                if record is not None:
+                    rows.append({"method": name, "regime": "online", "window": call.window.name,
+                                 "call": call.call, **_frame_ids(samples[index]), **record})
+        per_frame = summarize(accumulator, "online") if accumulator.records else {}
+        per_frame["frame_accepted_rate"] = per_frame.pop("accepted_rate", math.nan)
+        per_call, call_rows = summarize_calls(calls)
+        summaries[name] = {**per_frame, **per_call}
+        rows += [{"method": name, "regime": "online_call", **row} for row in call_rows]
+    return summaries, rows
+
+
+def _frame_record(calibrator: Calibrator, sample: dict, prior, outcome,
+                  overlap_radius_cells: int, accumulator: PretextAccumulator) -> dict | None:
+    """Add one frame of a call to the per-frame figures; its record (None when the network
+    did not run on it)."""
+    if outcome.network is None:
+        return None
+    record = outcome.record
+    T_gt = np.asarray(sample["T_cam_lidar"], dtype=np.float64)
+    T_out = record.T_cam_lidar if record.accepted else prior
+    outputs, batch = online_frame(calibrator, outcome.network, sample, T_out, record.accepted,
+                                  overlap_radius_cells)
+    accumulator.add(outputs, batch)
+    prior_errors = pose_errors(prior, T_gt)
+    estimate = pose_errors(record.T_cam_lidar, T_gt) if record.solved else {
+        "rre_euler_deg": math.nan, "rte_m": math.nan}
+    accumulator.records[-1].update(
+        accepted=record.accepted, num_inliers=record.num_inliers,
+        prior_rre_euler_deg=float(prior_errors["rre_euler_deg"]),
+        prior_rte_m=float(prior_errors["rte_m"]),
+        estimate_rre_euler_deg=float(estimate["rre_euler_deg"]),
+        estimate_rte_m=float(estimate["rte_m"]))
+    return {**accumulator.records[-1], "reason": record.reason}
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
@@ -235,8 +296,11 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                   "matching": cfg.model.get("matching", "soft")},
         "dataset": cfg.data.dataset, "data": cfg.data.root, "split": cfg.data.val_split,
         "seed": args.seed, "max_frames": args.max_frames,
-        "prior": {"max_angle_deg": args.prior_angle_deg,
-                  "max_translation_m": args.prior_translation_m},
+        "prior": {"rotation_deg": args.prior_deg, "translation_m": args.prior_m,
+                  "priors_per_frame": args.priors_per_frame},
+        "windows": {"group_by_calibration": args.group_by_calibration,
+                    "window_frames": args.window_frames},
+        "stages": list(args.stages),
         "solver": dataclasses.asdict(settings),
         "files": {"frames_csv": "frames.csv", "recall_png": "recall_curves.png"},
     }
@@ -265,12 +329,23 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"evaluate_calibration.py: error: {err}", file=sys.stderr)
         return 2
-    for regime in REGIMES:
-        if regime in metrics:
-            m = metrics[regime]
-            print(f"{regime}: {m['num_frames']} frames, RRE {m['rre_euler_deg_mean']:.2f} deg, "
-                  f"RTE {m['rte_m_mean']:.3f} m, success {m['success_rate']:.3f}, "
-                  f"match acc@5px {m['match_acc_5px']:.3f}")
+    if "registration" in metrics:
+        m = metrics["registration"]
+        print(f"registration: {m['num_frames']} frames, RRE {m['rre_euler_deg_mean']:.2f} deg, "
+              f"RTE {m['rte_m_mean']:.3f} m, success {m['success_rate']:.3f}, "
+              f"match acc@5px {m['match_acc_5px']:.3f}")
+    if "online" in metrics:
+        m = metrics["online"]
+        print(f"online: {m['num_calls']} calls, accepted {m['accepted_rate']:.3f}, median "
+              f"{m['estimate_rre_geodesic_deg_median']:.3f} deg / "
+              f"{m['estimate_rte_m_median']:.4f} m (prior "
+              f"{m['prior_rre_geodesic_deg_median']:.2f} deg / "
+              f"{m['prior_rte_m_median']:.3f} m), worse than the prior "
+              f"{m['worse_than_prior_rate']:.3f}")
+        for stage, figures in m["stages"].items():
+            print(f"  {stage}: median {figures['estimate_rre_geodesic_deg_median']:.3f} deg / "
+                  f"{figures['estimate_rte_m_median']:.4f} m, accepted "
+                  f"{figures['accepted_rate']:.3f}")
     return 0
 
 

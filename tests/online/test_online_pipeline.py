@@ -6,41 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
+from scripted_calibrator import FRAME, T_TRUE, ScriptedCalibrator
+from scripted_calibrator import result as _result
 
-from nclr_core.geometry.camera import CameraModel
-from nclr_core.geometry.se3 import make_transform
-from nclr_core.inference import CalibrationQuality, CalibrationResult, Matches
-from nclr_core.online.pipeline import Frame, OnlineCalibration, OnlineSettings
+from nclr_core.online.pipeline import OnlineCalibration, OnlineSettings
 from nclr_core.online.pose import prior_at_distance
 from nclr_core.online.records import FrameRecord
-
-T_TRUE = make_transform(Rotation.from_rotvec([1.2, -1.2, 1.2]).as_matrix(), [0.06, -0.08, -0.27])
-CAMERA = CameraModel(np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]), 640, 480)
-FRAME = Frame(np.zeros((480, 640, 3), np.uint8), np.zeros((10, 4), np.float32), CAMERA, 1.0, 1.0)
-
-
-def _result(T, valid=True, inliers=100, reason=""):
-    quality = CalibrationQuality(0.3, 10, 50, inliers, 1.5, math.nan, math.nan, valid, reason)
-    empty = np.zeros(0)
-    matches = Matches(empty.astype(int), np.zeros((0, 3)), np.zeros((0, 2)), empty,
-                      empty.astype(bool))
-    return CalibrationResult(np.asarray(T, float), np.zeros(10, np.float32),
-                             np.ones(10, bool), np.zeros((480, 640), np.uint8), matches,
-                             quality)
-
-
-class ScriptedCalibrator:
-    """Hands out preset per-frame results (or raises preset errors), in order."""
-
-    def __init__(self, results):
-        self.results = list(results)
-
-    def calibrate(self, image, points, camera, T_init=None):
-        result = self.results.pop(0)
-        if isinstance(result, Exception):
-            raise result
-        return result
 
 
 def _shifted(dx):

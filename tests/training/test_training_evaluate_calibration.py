@@ -69,17 +69,28 @@ def test_both_regimes_with_the_baseline_write_every_key(tiny_synthetic, tiny_che
     lta = metrics["baseline_cosine_hard"]["registration"]["lta_check"]
     assert lta["with_W_mean"] == pytest.approx(lta["without_W_mean"])
     online = metrics["online"]
-    assert 0.0 <= online["accepted_rate"] <= 1.0
-    # the prior is drawn within ±10° about one axis and ±25 cm per axis
-    assert 0.0 < online["prior_rte_m_mean"] <= 0.25 * 3 ** 0.5
+    for key in ("num_calls", "accepted_rate", "estimate_rre_geodesic_deg_median",
+                "estimate_rte_m_median", "estimate_rre_geodesic_deg_p90", "estimate_rte_m_p90",
+                "worse_than_prior_rate", "better_than_prior_rotation_rate", "coverage_3sigma",
+                "frame_accepted_rate"):
+        assert key in online, key
+    assert online["num_calls"] == 2 and 0.0 <= online["accepted_rate"] <= 1.0
+    # each prior is exactly 10 deg and 25 cm from the truth (the defaults)
+    assert online["prior_rre_geodesic_deg_median"] == pytest.approx(10.0)
+    assert online["prior_rte_m_median"] == pytest.approx(0.25)
+    assert set(online["stages"]) == {"global"}
+    assert {"rre_geodesic_deg", "rte_m", "sigma_rot_deg", "sigma_trans_m"} <= set(
+        online["aggregate"])
 
     with open(out / "frames.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 2 * 2 * 2  # frames x regimes x methods
+    # frames x regimes x methods, plus per call: the pipeline's and the global stage's
+    assert len(rows) == 2 * 2 * 2 + 2 * 2 * 2
     assert {(r["method"], r["regime"]) for r in rows} == {
-        (m, g) for m in ("nclr", "baseline_cosine_hard") for g in ("registration", "online")}
-    assert {r["sequence"] for r in rows} == {"01"}
-    # same frames and same prior for both methods
+        (m, g) for m in ("nclr", "baseline_cosine_hard")
+        for g in ("registration", "online", "online_call")}
+    assert {r["sequence"] for r in rows if r["regime"] != "online_call"} == {"01"}
+    # same frames and same priors for both methods
     priors = {(r["frame_id"], r["prior_rte_m"]) for r in rows if r["regime"] == "online"}
     assert len(priors) == 2
     assert (out / "recall_curves.png").read_bytes()[:4] == b"\x89PNG"
