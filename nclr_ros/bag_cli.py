@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="live: longest wait for the node on one message (s)")
     ev.add_argument("--threads", type=int,
                     help="torch CPU threads (offline and node); 1 makes estimates reproducible")
+    ev.add_argument("--stages", default="global",
+                    help="online-calibration stages, comma-separated (global, guided, joint, "
+                         "refine; the node's `stages` parameter)")
     return parser
 
 
@@ -166,17 +169,23 @@ def _eval(args: argparse.Namespace) -> int:
                           ground_truth=args.ground_truth, live=args.live,
                           prior_deg=args.prior_deg, prior_m=args.prior_m, seed=args.seed,
                           device=args.device, overlays=args.overlays, timeout_s=args.timeout,
-                          threads=args.threads)
+                          threads=args.threads, stages=args.stages)
     m = evaluate(args.bag, options, shlex.join(["nclr-bag", *args.argv]))
     s, c = m["per_frame_summary"], m["counts"]
     print(f"{m['mode']}: {c['processed']} pairs calibrated ({c['valid']} valid, "
           f"{c['accepted']} accepted, {c['dropped_pairs']} pairs dropped); per-frame RRE "
           f"{s['rre_euler_deg_median']:.3f} deg, RTE {s['rte_m_median']:.4f} m (median of "
           f"valid); latency {m['latency_s']['mean']:.3f} s")
+    for stage, e in m["stages"].items():
+        print(f"  {stage}: RRE {e['rre_geodesic_deg']:.3f} deg (geodesic), RTE "
+              f"{e['rte_m']:.4f} m")
     a = m["aggregate"]
     if a["available"]:
-        print(f"aggregated estimate: RRE {a['rre_euler_deg']:.3f} deg "
-              f"(geodesic {a['rre_geodesic_deg']:.3f} deg), RTE {a['rte_m']:.4f} m")
+        sigma_rot = ", ".join(f"{v:.3f}" for v in a["sigma_rot_deg"])
+        sigma_trans = ", ".join(f"{v * 100:.1f}" for v in a["sigma_trans_m"])
+        print(f"aggregated estimate ({a['stage']}): RRE {a['rre_euler_deg']:.3f} deg "
+              f"(geodesic {a['rre_geodesic_deg']:.3f} deg), RTE {a['rte_m']:.4f} m; "
+              f"sigma x y z: rotation {sigma_rot} deg, translation {sigma_trans} cm")
     else:
         print("aggregated estimate: none (too few accepted frames)")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
