@@ -75,7 +75,7 @@ log = logging.getLogger("nclr.evaluate_calibration")
 
 METHOD = "nclr"
 BASELINE = "baseline_cosine_hard"
-DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes")
+DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes", "nuscenes_keyframe")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from nclr_core.config import ConfigError
 from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset, resolve_scenes
+from nclr_core.data.nuscenes_keyframe import NuScenesKeyframeDataset
 from nclr_core.data.pairs import PairSampler
 from nclr_core.data.semantickitti import SemanticKittiDataset
 from nclr_core.data.transforms import (
@@ -53,6 +54,8 @@ def build_reader(cfg: DataConfig, split: list[str], exclude: list[str] | None = 
         return SemanticKittiDataset(cfg.root, sequences=tuple(split), camera=cfg.camera)
     if cfg.dataset == "kitti_object":
         return _Concat([KittiObjectDataset(cfg.root, split=s) for s in split])
+    if cfg.dataset == "nuscenes_keyframe":
+        return NuScenesKeyframeDataset(cfg.root, cameras=split)
     if cfg.dataset == "nuscenes":
         return NuScenesDataset(cfg.root, version=cfg.nuscenes_version, camera=cfg.camera,
                                scenes=split, exclude_scenes=exclude or ())

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-DatasetName = Literal["synthetic", "semantickitti", "kitti_object", "nuscenes"]
+DatasetName = Literal["synthetic", "semantickitti", "kitti_object", "nuscenes",
+                      "nuscenes_keyframe"]
 
 
 @dataclass
@@ -15,7 +16,8 @@ class DataConfig:
     root: str = "data/synthetic"
     # synthetic / semantickitti: sequence names; kitti_object: "training" / "testing";
     # nuscenes: scene names ("scene-0061") or tokens; val_split is required and disjoint
-    # from train_split, an empty train_split = every other scene of `nuscenes_version`.
+    # from train_split, an empty train_split = every other scene of `nuscenes_version`;
+    # nuscenes_keyframe (one exported keyframe folder): camera channels (CAM_FRONT, ...).
     train_split: list[str] = field(default_factory=lambda: ["00"])
     val_split: list[str] = field(default_factory=lambda: ["01"])
     nuscenes_version: str = "v1.0-mini"
