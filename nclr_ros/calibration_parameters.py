@@ -33,6 +33,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "no_pair_warning_s": (2.0, "warn with the measured stamp offset when no pair formed for "
                                "this long while both streams arrive, seconds."),
     "intensity_field": ("intensity", "PointCloud2 field used as intensity (0 when absent)."),
+    "intensity_full_scale": (0.0, "the LiDAR's intensity full scale (1.0, 255.0, 65535.0, "
+                                  "...), divided out to [0, 1]; 0: found from the clouds "
+                                  "(the smallest of 1, 255, 65535 that holds them)."),
     "intrinsics_from_parameters": (False, "take the camera model from the camera_* "
                                           "parameters instead of the camera_info topic."),
     "camera_k": ([0.0] * 9, "row-major 3x3 K (with intrinsics_from_parameters)."),
@@ -114,7 +117,8 @@ def online_settings(params: dict[str, Any]) -> OnlineSettings:
         max_translation_from_prior_m=params["prior_max_translation_m"],
         drift_sigmas=params["drift_sigmas"],
         drift_min_rotation_deg=params["drift_min_rotation_deg"],
-        drift_min_translation_m=params["drift_min_translation_m"])
+        drift_min_translation_m=params["drift_min_translation_m"],
+        intensity_full_scale=params["intensity_full_scale"] or None)
 
 
 def prior_from_parameters(params: dict[str, Any]) -> np.ndarray | None:

@@ -28,9 +28,11 @@ from nclr_core.data.files import (
     require_dir,
     require_file,
 )
+from nclr_core.data.intensity import IntensityNormalizer
 from nclr_core.geometry.se3 import compose, invert, make_transform, matrix_from_quaternion_xyzw
 
 LIDAR_CHANNEL = "LIDAR_TOP"
+NUSCENES_INTENSITY_FULL_SCALE = 255.0  # nuScenes records 0-255
 _TABLES = ("sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor")
 
 
@@ -118,7 +120,8 @@ class NuScenesDataset:
     """nuScenes keyframes: LIDAR_TOP sweep paired with one camera.
 
     `__getitem__(i)` returns the sample dict: `image` uint8 (H, W, 3) RGB, `points` float32
-    (N, 4) x y z intensity in the LIDAR_TOP frame, `ring` int64 (N,) laser ring index, `K`
+    (N, 4) x y z intensity in the LIDAR_TOP frame (intensity in [0, 1]: nuScenes' 0-255
+    divided by 255, `nclr_core.data.intensity`), `ring` int64 (N,) laser ring index, `K`
     (3, 3), `T_cam_lidar` (4, 4) (LiDAR at its stamp -> camera at its stamp, ego motion
     included), `stamp` LiDAR time (s), `camera_stamp` (s), `camera_frame` the camera channel,
     `lidar_frame` "LIDAR_TOP", `sequence` the scene token, `frame_id` the sample token.
@@ -218,7 +221,7 @@ class NuScenesDataset:
         cloud = read_bin_points(self.root / self._field(lidar_sd, "filename", "sample_data"), 5)
         return {
             "image": read_image_rgb(self.root / self._field(cam_sd, "filename", "sample_data")),
-            "points": np.ascontiguousarray(cloud[:, :4]),
+            "points": IntensityNormalizer(NUSCENES_INTENSITY_FULL_SCALE)(cloud[:, :4]),
             "ring": cloud[:, 4].astype(np.int64),
             "K": K,
             "T_cam_lidar": nuscenes_T_cam_lidar(**records),

@@ -21,8 +21,8 @@ from nclr_core.data.files import (
     require_dir,
     require_file,
 )
-
-LIDAR_CHANNEL = "LIDAR_TOP"
+from nclr_core.data.intensity import IntensityNormalizer
+from nclr_core.data.nuscenes import LIDAR_CHANNEL, NUSCENES_INTENSITY_FULL_SCALE
 
 
 def _stamp_s(filename: str) -> float:
@@ -38,10 +38,11 @@ class NuScenesKeyframeDataset:
     """The keyframe's LiDAR sweep paired with each chosen camera, one sample per camera.
 
     `__getitem__(i)` returns the sample dict of `NuScenesDataset`: `image` uint8 (H, W, 3)
-    RGB, `points` float32 (N, 4) x y z intensity (raw, 0-255 as nuScenes records it) in the
-    LIDAR_TOP frame, `ring` int64 (N,), `K` (3, 3), `T_cam_lidar` (4, 4), `stamp`,
-    `camera_stamp` (s), `camera_frame` the channel, `lidar_frame`, `sequence` the channel,
-    `frame_id` the camera file stem. `cameras` empty = every channel of `calib.json`.
+    RGB, `points` float32 (N, 4) x y z intensity (in [0, 1]: nuScenes' 0-255 divided by
+    255, `nclr_core.data.intensity`) in the LIDAR_TOP frame, `ring` int64 (N,), `K` (3, 3),
+    `T_cam_lidar` (4, 4), `stamp`, `camera_stamp` (s), `camera_frame` the channel,
+    `lidar_frame`, `sequence` the channel, `frame_id` the camera file stem. `cameras`
+    empty = every channel of `calib.json`.
     """
 
     def __init__(self, root: str | Path, cameras: Sequence[str] = ()) -> None:
@@ -78,7 +79,7 @@ class NuScenesKeyframeDataset:
                                   f"calib.json says {cam['W']}x{cam['H']}")
         return {
             "image": image,
-            "points": np.ascontiguousarray(cloud[:, :4]),
+            "points": IntensityNormalizer(NUSCENES_INTENSITY_FULL_SCALE)(cloud[:, :4]),
             "ring": cloud[:, 4].astype(np.int64),
             "K": np.asarray(cam["K"], dtype=np.float64),
             "T_cam_lidar": np.asarray(cam["lidar2cam"], dtype=np.float64),

@@ -8,6 +8,7 @@ Stages (`OnlineSettings.stages`, in this order when enabled):
   (`nclr_core.inference.Calibrator`): a per-frame pose, the only stage that needs no prior.
 
 The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
+0. cloud intensities are brought to [0, 1] (`OnlineSettings.intensity_full_scale`);
 1. a frame the Calibrator refuses as bad input gives a record with the reason and no pose;
 2. a per-frame pose is *valid* when it passed the Calibrator's checks (inliers, |t|, and with
    a prior the distance to it);
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nclr_core.data.intensity import IntensityNormalizer
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.inference import CalibrationResult, Calibrator
 from nclr_core.online.pose import pose_delta
@@ -50,6 +52,8 @@ class OnlineSettings:
     max_rotation_from_prior_deg, max_translation_from_prior_m: with a prior, poses farther
         from it are refused (None: no bound).
     drift_sigmas, drift_min_rotation_deg, drift_min_translation_m: the drift test.
+    intensity_full_scale: the LiDAR's intensity full scale (e.g. 255.0), divided out so the
+        stages see [0, 1] (`nclr_core.data.intensity`); None: found from the clouds.
     """
 
     stages: tuple[str, ...] = ("global",)
@@ -62,6 +66,7 @@ class OnlineSettings:
     drift_sigmas: float = 3.0
     drift_min_rotation_deg: float = 0.1
     drift_min_translation_m: float = 0.01
+    intensity_full_scale: float | None = None
 
     def __post_init__(self) -> None:
         stages = tuple(self.stages)
@@ -170,6 +175,7 @@ class OnlineCalibration:
                 raise ValueError(f"prior must be a finite (4, 4) transform, got {prior.shape}")
         self.calibrator = calibrator
         self.prior = prior
+        self.intensity = IntensityNormalizer(self.settings.intensity_full_scale)
         self._stages: dict[str, _WindowStage] = {}
         self.reset()
 
@@ -195,8 +201,8 @@ class OnlineCalibration:
         start = time.monotonic()
         stage = self._stages["global"]
         try:
-            result = self.calibrator.calibrate(frame.image, frame.points, frame.camera,
-                                               self.prior)
+            points = self.intensity(frame.points)
+            result = self.calibrator.calibrate(frame.image, points, frame.camera, self.prior)
         except ValueError as err:
             return FrameOutcome(self._record(frame, start, stage="global", T=None,
                                              valid=False, accepted=False, reason=str(err),

@@ -33,3 +33,13 @@ def test_unknown_camera_and_broken_calib_are_named(real_data: Path, tmp_path: Pa
     (tmp_path / "calib.json").write_text("{")
     with pytest.raises(DataFormatError, match="not a keyframe calib.json"):
         NuScenesKeyframeDataset(tmp_path)
+
+
+def test_intensity_is_brought_to_zero_one(real_data: Path):
+    from nclr_core.data.files import read_bin_points
+
+    root = real_data / "nuscenes_keyframe"
+    raw = read_bin_points(next(root.glob("*LIDAR_TOP*.pcd.bin")), 5)[:, 3]
+    points = NuScenesKeyframeDataset(root, cameras=["CAM_FRONT"])[0]["points"]
+    assert raw.max() > 1.0 and points[:, 3].max() <= 1.0
+    np.testing.assert_allclose(points[:, 3], raw / 255.0, rtol=1e-6)

@@ -2,6 +2,7 @@
 
 The Calibrator's per-frame results are scripted here: the policy is what is under test.
 """
+import dataclasses
 import math
 
 import numpy as np
@@ -102,3 +103,17 @@ def test_settings_name_unknown_stages():
         OnlineSettings(stages=("global", "magic"))
     with pytest.raises(ValueError, match="needs a network"):
         OnlineCalibration(None, OnlineSettings(stages=("global",)))
+
+
+def test_intensities_reach_the_network_in_zero_one():
+    class Recording(ScriptedCalibrator):
+        def calibrate(self, image, points, camera, T_init=None):
+            self.seen = points[:, 3].copy()
+            return super().calibrate(image, points, camera, T_init)
+
+    calibrator = Recording([_result(T_TRUE)])
+    pipeline = OnlineCalibration(calibrator, OnlineSettings(min_frames=1))
+    points = FRAME.points.copy()
+    points[:, 3] = np.linspace(0.0, 255.0, len(points))
+    pipeline.process(dataclasses.replace(FRAME, points=points))
+    assert calibrator.seen.max() == pytest.approx(1.0) and pipeline.intensity.full_scale == 255
