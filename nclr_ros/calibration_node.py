@@ -44,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.camera import CameraModel, check_sensor_camera
 from nclr_core.geometry.projection import project_points_with_camera
 from nclr_core.geometry.se3 import (
     make_transform,
@@ -52,7 +52,11 @@ from nclr_core.geometry.se3 import (
     quaternion_xyzw_from_matrix,
 )
 from nclr_core.inference import CalibrationResult, Calibrator, SolverSettings
-from nclr_core.io.calibration_files import CalibrationRecord, write_calibration_files
+from nclr_core.io.calibration_files import (
+    CalibrationRecord,
+    remove_stale_calibration_temporaries,
+    write_calibration_files,
+)
 from nclr_core.temporal_estimator import AggregateEstimate, TemporalEstimator
 from nclr_ros.conversions import (
     SUPPORTED_ENCODINGS,
@@ -71,6 +75,7 @@ from nclr_ros.node_common import (
     checked_cloud_points,
     declare_parameters,
     diagnostic_array,
+    resolve_output_directory,
     run_node,
     stamp_seconds,
     subscription_qos,
@@ -79,6 +84,7 @@ from nclr_ros.package_files import package_file
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 NODE_NAME = "nclr_calibration"
+OUTPUT_DIRECTORY_LEAF = "nclr_calibration"  # under $ROS_HOME when output_directory is empty
 SHIPPED_MODEL = "nclr_synthetic.pt"  # models/ in the package (see README)
 
 # name -> (default, description). Defaults mirror config/calibrate.yaml (a test checks it).
@@ -129,8 +135,9 @@ PARAMETERS: ParameterTable = {
     "publish_tf_static": (False, "also publish the estimate on /tf_static."),
     "tf_child_frame": ("", "child frame on /tf_static (parent: camera frame); empty: the LiDAR "
                            "frame. Set another name if the LiDAR frame already has a parent."),
-    "output_directory": ("nclr_calibration", "where calibration files are written (relative "
-                                             "to the working directory)."),
+    "output_directory": ("", "where calibration files are written; empty: "
+                             "$ROS_HOME/nclr_calibration ($ROS_HOME defaults to ~/.ros); a "
+                             "relative path is taken from the working directory."),
     "file_stem": ("nclr_calibration", "base name of the calibration files."),
     "save_on_shutdown": (True, "write the calibration files when the node stops."),
     "diagnostics_period_s": (1.0, "period of /diagnostics, seconds."),
@@ -152,6 +159,7 @@ class _Frame:
 class _Job:
     pair: Pair
     formed: float  # time.monotonic() when the pair formed
+    recorded: bool = False  # its record was published on ~/frame_estimates
 
 
 def _transform_msg(T_cam_lidar: np.ndarray, header: Header, parent: str, child: str
@@ -248,12 +256,18 @@ class CalibrationNode(Node):
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
         self.camera: CameraModel | None = None
         if p["intrinsics_from_parameters"]:
-            self.camera = CameraModel(
+            self.camera = check_sensor_camera(CameraModel(
                 K=np.asarray(p["camera_k"], dtype=np.float64).reshape(3, 3),
                 width=p["camera_width"], height=p["camera_height"],
                 distortion=p["camera_distortion_model"],
                 D=np.asarray(p["camera_d"]) if p["camera_distortion_model"] != "none"
-                else np.zeros(0))
+                else np.zeros(0)))
+
+        self.output_directory = resolve_output_directory(p["output_directory"],
+                                                         OUTPUT_DIRECTORY_LEAF)
+        for leftover in remove_stale_calibration_temporaries(self.output_directory,
+                                                             p["file_stem"]):
+            self.get_logger().info(f"removed {leftover}, left by an interrupted save")
 
         self._lock = threading.Lock()  # counters, estimate, the worker's job slot
         self.counts = {"camera_infos_received": 0, "images_received": 0,
@@ -297,12 +311,12 @@ class CalibrationNode(Node):
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
         self._worker = NewestJobWorker(self._process, self.get_logger(),
                                        "calibration of a pair", self._lock,
-                                       "nclr_calibration_worker")
+                                       "nclr_calibration_worker", self._on_worker_error)
         self.get_logger().info(
             f"calibrating with {p['model_path']} on {p['device']}; subscribed to "
             f"{'image/compressed' if p['use_compressed'] else 'image'}, points"
             f"{'' if p['intrinsics_from_parameters'] else ', camera_info'} "
-            f"({p['reliability']})")
+            f"({p['reliability']}); calibration files go to {self.output_directory}")
 
     # -- bad input ------------------------------------------------------------------------
     def _bad(self, reason: str, message: str) -> None:
@@ -435,8 +449,21 @@ class CalibrationNode(Node):
         with self._lock:
             self.last_latency_s = time.monotonic() - job.formed
 
+    def _on_worker_error(self, job: _Job, err: Exception) -> None:
+        """A pair whose processing raised (counted by the worker): its frame record says why."""
+        if job.recorded:
+            return
+        with self._lock:
+            aggregate = self.aggregate
+        self._publish_frame(job, FrameRecord.input_error(
+            job.pair.image_stamp, job.pair.cloud_stamp,
+            f"calibration failed: {type(err).__name__}: {err}",
+            None if aggregate is None else aggregate.T_cam_lidar,
+            time.monotonic() - job.formed))
+
     def _publish_frame(self, job: _Job, record: FrameRecord) -> None:
         """Publish one pair's record on ~/frame_estimates (header: the image's)."""
+        job.recorded = True
         status = DiagnosticStatus(name=f"{self.get_name()}{STATUS_SUFFIX}", hardware_id="nclr",
                                   level=DiagnosticStatus.OK if record.accepted
                                   else DiagnosticStatus.WARN, message=record.reason)
@@ -462,6 +489,7 @@ class CalibrationNode(Node):
             values["pairs_dropped"] = self._worker.dropped
             values["pairs_pending"] = self._worker.pending
             values["pairs_in_progress"] = self._worker.in_progress
+            values.update(self._worker.error_counts())
             sync = self.pairer.counters
             values["sync_dropped_images"] = sync.dropped_images
             values["sync_dropped_clouds"] = sync.dropped_clouds
@@ -486,9 +514,9 @@ class CalibrationNode(Node):
         values = self.diagnostics_values()
         if self.aggregate is None:
             level, message = DiagnosticStatus.WARN, "no calibration estimate yet"
-        elif any(k.startswith("bad_input.") for k in values):
+        elif any(k.startswith(("bad_input.", "worker_errors.")) for k in values):
             level, message = DiagnosticStatus.WARN, \
-                "estimating; some input was bad (see bad_input.*)"
+                "estimating; some input was bad or failed (see bad_input.*, worker_errors.*)"
         else:
             level, message = DiagnosticStatus.OK, "estimating"
         self.pub_diagnostics.publish(diagnostic_array(
@@ -516,9 +544,8 @@ class CalibrationNode(Node):
                                    lidar_frame=lidar_frame, stamp=stamp,
                                    frame_count=aggregate.num_frames, quality=quality,
                                    camera=camera)
-        directory = Path(self.params["output_directory"])
-        directory.mkdir(parents=True, exist_ok=True)
-        return write_calibration_files(record, directory, self.params["file_stem"])
+        self.output_directory.mkdir(parents=True, exist_ok=True)
+        return write_calibration_files(record, self.output_directory, self.params["file_stem"])
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:
