@@ -13,11 +13,15 @@ than its declared size, checks each CRC that is not 0, and compares the summary'
 indexes and the message indexes with the chunks themselves.
 
 sqlite3: `seal_sqlite` adds the table `nclr_crc` (CRC-32 of every row of `messages`, over
-topic id, timestamp and data, and of every row of `topics`); ROS tools ignore tables they
-do not know. `verify_sqlite` runs `PRAGMA integrity_check` (quick_check plus index
+topic id, timestamp and data, and of every row of `topics` and `metadata`); ROS tools ignore
+tables they do not know. `verify_sqlite` runs `PRAGMA integrity_check` (quick_check plus index
 contents, which the reader's timestamp order relies on), reads every row, and compares the
 CRCs when the table is there. Without it (a bag recorded elsewhere) only the structure is
 checked: sqlite has no checksum of its own for the bytes of a message.
+
+metadata.yaml, which the readers trust for topic names, types and hashes, has a copy inside
+the storage file (rosbag2 writes one: the sqlite3 `metadata` table, the mcap `rosbag2`
+metadata record), under the CRCs above; the two must agree.
 
 Damage is located by topic and time range (`Damage`), as far as the undamaged parts tell.
 """
@@ -49,7 +53,8 @@ _RECORD_HEAD = 9  # opcode u8 + length u64
 _FOOTER_BODY = 20  # summary_start u64, summary_offset_start u64, summary_crc u32
 _CHUNK_CRC_AT = _RECORD_HEAD + 24  # after message_start/end_time and uncompressed_size
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE = 0x01, 0x02, 0x03, 0x04, 0x05
-OP_CHUNK, OP_MESSAGE_INDEX, OP_CHUNK_INDEX, OP_DATA_END = 0x06, 0x07, 0x08, 0x0F
+OP_CHUNK, OP_MESSAGE_INDEX, OP_CHUNK_INDEX, OP_METADATA = 0x06, 0x07, 0x08, 0x0C
+OP_DATA_END = 0x0F
 CRC_TABLE = "nclr_crc"
 MAX_REPORTED = 3  # damage entries spelled out in one error line
 
@@ -64,6 +69,8 @@ class Damage:
     end_ns: int | None = None
 
     def describe(self) -> str:
+        if not self.topics and self.start_ns is None:
+            return self.what
         where = ", ".join(self.topics) if self.topics else "topic unknown"
         if self.start_ns is not None and self.end_ns is not None:
             where += (f" {ns_to_seconds(self.start_ns):.3f}..{ns_to_seconds(self.end_ns):.3f} "
@@ -96,7 +103,8 @@ class IntegrityReport:
         """BagError naming the bag and the damaged topics / time ranges, if any."""
         if not self.damage:
             return
-        shown = "; ".join(d.describe() for d in self.damage[:MAX_REPORTED])
+        located_first = sorted(self.damage, key=lambda d: not d.topics)
+        shown = "; ".join(d.describe() for d in located_first[:MAX_REPORTED])
         more = len(self.damage) - MAX_REPORTED
         raise BagError(f"{bag}: the bag is damaged: {shown}"
                        + (f" (and {more} more)" if more > 0 else ""))
@@ -107,8 +115,9 @@ class _Broken(Exception):
 
 
 # ---------------------------------------------------------------------------------- bag
-def bag_files(path: Path) -> tuple[str, list[Path]]:
-    """(storage identifier, storage files) from the bag's metadata.yaml; BagError if unusable."""
+def bag_files(path: Path) -> tuple[str, list[Path], dict]:
+    """(storage identifier, storage files, the `rosbag2_bagfile_information` mapping) from the
+    bag's metadata.yaml; BagError if unusable."""
     if not path.is_dir():
         raise BagError(f"{path}: bag not found" if not path.exists()
                        else f"{path}: a bag is a folder, this is a file")
@@ -120,7 +129,8 @@ def bag_files(path: Path) -> tuple[str, list[Path]]:
         info = doc["rosbag2_bagfile_information"]
         storage = str(info["storage_identifier"])
         names = [Path(str(name)).name for name in info["relative_file_paths"]]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError,
+            AttributeError) as err:
         raise BagError(f"{path}: not a readable rosbag2 bag (metadata.yaml is garbled: "
                        f"{type(err).__name__}: {' '.join(str(err).split())[:200]})") from err
     if storage not in ("sqlite3", "mcap"):
@@ -131,7 +141,34 @@ def bag_files(path: Path) -> tuple[str, list[Path]]:
     if missing or not files:
         raise BagError(f"{path}: not a readable rosbag2 bag (storage file(s) missing: "
                        f"{', '.join(missing) or 'none listed'})")
-    return storage, files
+    return storage, files, info
+
+
+def _compare_metadata(info: dict, embedded: str | None, name: str,
+                      report: IntegrityReport) -> None:
+    """metadata.yaml must equal the copy stored in the storage file `name` (when it has one)."""
+    if embedded is None:
+        report.unchecked += 1
+        return
+    try:
+        copy = yaml.safe_load(embedded)
+    except yaml.YAMLError:
+        report.damage.append(Damage(f"{name}: its copy of the metadata is not YAML"))
+        return
+    if copy == info:
+        report.checksums += 1
+        return
+    if not isinstance(copy, dict):
+        report.damage.append(Damage(f"{name}: its copy of the metadata is not a mapping"))
+        return
+    keys = sorted(k for k in set(info) | set(copy) if info.get(k) != copy.get(k))
+    topics = tuple(sorted(
+        str(entry.get("topic_metadata", {}).get("name", "?"))
+        for entry in info.get("topics_with_message_count") or []
+        if isinstance(entry, dict) and entry not in (copy.get("topics_with_message_count")
+                                                     or [])))
+    report.damage.append(Damage(f"metadata.yaml disagrees with the copy in {name} "
+                                f"({', '.join(keys)})", topics))
 
 
 def verify_bag(path: str | Path) -> IntegrityReport:
@@ -141,13 +178,13 @@ def verify_bag(path: str | Path) -> IntegrityReport:
     cannot be used at all.
     """
     path = Path(path)
-    storage, files = bag_files(path)
+    storage, files, info = bag_files(path)
     report = IntegrityReport(storage, [f.name for f in files])
     for file in files:
         if file.suffix == ".mcap":
-            verify_mcap(file, report)
+            _compare_metadata(info, verify_mcap(file, report), file.name, report)
         elif file.suffix == ".db3":
-            verify_sqlite(file, report)
+            _compare_metadata(info, verify_sqlite(file, report), file.name, report)
         else:
             report.damage.append(Damage(f"{file.name}: cannot check a {file.suffix} file "
                                         "(compressed bags are not supported)"))
@@ -163,7 +200,7 @@ def check_bag(path: str | Path) -> IntegrityReport:
 
 def seal_bag(path: str | Path) -> None:
     """Add the CRCs (see the module docstring) to every storage file of a bag just written."""
-    _, files = bag_files(Path(path))
+    _, files, _ = bag_files(Path(path))
     for file in files:
         if file.suffix == ".mcap":
             seal_mcap(file)
@@ -317,16 +354,32 @@ def _chunk_damage(chunk: _Chunk, topics: dict[int, str], what: str) -> Damage:
     return Damage(f"chunk at byte {chunk.start}: {what}", names, chunk.start_ns, chunk.end_ns)
 
 
-def verify_mcap(path: Path, report: IntegrityReport) -> None:
-    """Check one .mcap file; appends what is wrong to `report.damage`."""
+def verify_mcap(path: Path, report: IntegrityReport) -> str | None:
+    """Check one .mcap file; appends what is wrong to `report.damage`. Returns the rosbag2
+    metadata stored in the file (None when it has none or it cannot be read)."""
     topics: dict[int, str] = {}
-    progress: dict[str, int] = {}  # "after_ns": end time of the last intact chunk
+    progress: dict[str, Any] = {}  # "after_ns": end of the last intact chunk; "metadata"
     with _mapped(path) as data:
         try:
             _verify_mcap(data, path, report, topics, progress)
         except _Broken as err:
             report.damage.append(Damage(f"{path.name}: {err}", tuple(sorted(set(
                 topics.values()))), progress.get("after_ns")))
+            return None
+    return progress.get("metadata")
+
+
+def _rosbag2_metadata(data: Any, start: int, body: int, end: int) -> str | None:
+    """The `serialized_metadata` of a Metadata record named "rosbag2", else None."""
+    cur = _Cursor(data, body, end, f"metadata record at byte {start}")
+    if cur.text() != "rosbag2":
+        return None
+    entries = _Cursor(data, *cur.sized("I"), cur.what)
+    while entries.pos < entries.end:
+        key, value = entries.text(), entries.text()
+        if key == "serialized_metadata":
+            return value
+    return None
 
 
 def _summary_topics(data: Any, footer: int, topics: dict[int, str]) -> None:
@@ -405,6 +458,8 @@ def _verify_mcap(data: Any, path: Path, report: IntegrityReport,  # noqa: C901
             progress["after_ns"] = chunk.end_ns
         elif op == OP_MESSAGE_INDEX:
             indexes.append((start, body, end))
+        elif op == OP_METADATA:
+            progress["metadata"] = _rosbag2_metadata(data, start, body, end)
     if data_end is None:
         raise _Broken("no data end record (truncated?)")
     de_start, de_body, de_end = data_end
@@ -546,6 +601,7 @@ def _row_crc(*values: Any) -> int:
 
 
 _TOPIC_COLUMNS = "id, name, type, serialization_format, offered_qos_profiles"
+_METADATA_COLUMNS = "id, metadata_version, metadata"
 
 
 def seal_sqlite(path: Path) -> None:
@@ -558,28 +614,33 @@ def seal_sqlite(path: Path) -> None:
                     for row in con.execute(f"SELECT {_TOPIC_COLUMNS} FROM topics")]
             rows += [("messages", row[0], _row_crc(*row)) for row in con.execute(
                 "SELECT id, topic_id, timestamp, data FROM messages")]
+            rows += [("metadata", row[0], _row_crc(*row)) for row in con.execute(
+                f"SELECT {_METADATA_COLUMNS} FROM metadata")]
             con.executemany(f"INSERT INTO {CRC_TABLE} VALUES (?, ?, ?)", rows)
         con.close()
     except sqlite3.Error as err:
         raise BagError(f"{path}: cannot add CRCs ({err})") from err
 
 
-def verify_sqlite(path: Path, report: IntegrityReport) -> None:
-    """Check one .db3 file; appends what is wrong to `report.damage`."""
+def verify_sqlite(path: Path, report: IntegrityReport) -> str | None:
+    """Check one .db3 file; appends what is wrong to `report.damage`. Returns the rosbag2
+    metadata stored in the file (None when it has none or it cannot be read)."""
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
     except sqlite3.Error as err:
         report.damage.append(Damage(f"{path.name}: cannot open ({err})"))
-        return
+        return None
     try:
-        _verify_sqlite(con, path, report)
+        return _verify_sqlite(con, path, report)
     except sqlite3.Error as err:
         report.damage.append(Damage(f"{path.name}: the database is damaged ({err})"))
+        return None
     finally:
         con.close()
 
 
-def _verify_sqlite(con: sqlite3.Connection, path: Path, report: IntegrityReport) -> None:
+def _verify_sqlite(con: sqlite3.Connection, path: Path,  # noqa: C901
+                   report: IntegrityReport) -> str | None:
     problems = [row[0] for row in con.execute("PRAGMA integrity_check(20)")]
     if problems != ["ok"]:
         report.damage.append(Damage(f"{path.name}: sqlite integrity check failed: "
@@ -623,6 +684,16 @@ def _verify_sqlite(con: sqlite3.Connection, path: Path, report: IntegrityReport)
     for topic, stamps in sorted(bad.items()):
         report.damage.append(Damage(f"{len(stamps)} message(s) fail their CRC", (topic,),
                                     min(stamps), max(stamps)))
+    metadata = None
+    tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = "
+                                            "'table'")}
+    if "metadata" in tables:
+        for row in con.execute(f"SELECT {_METADATA_COLUMNS} FROM metadata ORDER BY id"):
+            if has_crc and stored.pop(("metadata", row[0]), None) != _row_crc(*row):
+                report.damage.append(Damage(f"{path.name}: the metadata row {row[0]} fails "
+                                            "its CRC"))
+            metadata = row[2] if isinstance(row[2], str) else None
     if has_crc and stored:
         report.damage.append(Damage(f"{path.name}: {len(stored)} row(s) with a CRC are "
                                     "missing"))
+    return metadata

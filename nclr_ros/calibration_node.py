@@ -21,6 +21,11 @@ header), `~/points_overlap` (PointCloud2 x y z + `overlap` float32, cloud header
 optionally `/tf_static`. Service `~/save_calibration` (std_srvs/Trigger) writes the
 calibration files (`nclr_core.io.calibration_files`); they are also written on shutdown.
 
+Messages lost on the way (the DDS sample-lost event: best-effort clouds too large for the
+transport) are warned about once per topic and counted (`messages_lost.<topic>`).
+Any exception while calibrating a pair is logged, counted by type (`worker_errors.<type>`)
+and published as that pair's frame record; the worker keeps going.
+
 Bad input (undecodable or unknown image encodings, clouds without x/y/z, empty clouds or
 clouds without finite points, image sizes that disagree with camera_info, stamps that never
 pair, ...) is logged as a throttled warning per reason, counted in the diagnostics by
@@ -70,6 +75,7 @@ from nclr_ros.frame_record import STATUS_SUFFIX, FrameRecord
 from nclr_ros.node_common import (
     LATCHED,
     BadInputLog,
+    LostMessageMonitor,
     NewestJobWorker,
     ParameterTable,
     checked_cloud_points,
@@ -283,13 +289,19 @@ class CalibrationNode(Node):
         self._camera_used: CameraModel | None = None
 
         qos = subscription_qos(p["reliability"], p["qos_depth"])
+        self.lost_messages = LostMessageMonitor(self.get_logger())
+        lost = self.lost_messages.callbacks
         if p["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos,
+                                     event_callbacks=lost("image/compressed"))
         else:
-            self.create_subscription(Image, "image", self._on_image, qos)
+            self.create_subscription(Image, "image", self._on_image, qos,
+                                     event_callbacks=lost("image"))
         if not p["intrinsics_from_parameters"]:
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
-        self.create_subscription(PointCloud2, "points", self._on_cloud, qos)
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                     event_callbacks=lost("camera_info"))
+        self.create_subscription(PointCloud2, "points", self._on_cloud, qos,
+                                 event_callbacks=lost("points"))
         self.pub_extrinsics = self.create_publisher(TransformStamped, "~/extrinsics", LATCHED)
         self.pub_mask = self.create_publisher(Image, "~/overlap_mask", 5)
         self.pub_points = self.create_publisher(PointCloud2, "~/points_overlap", 5)
@@ -497,6 +509,7 @@ class CalibrationNode(Node):
             aggregate = self.aggregate
             result = self.last_result
         values.update(self.bad_input.counts())
+        values.update(self.lost_messages.counts())
         if result is not None:
             values["last_valid"] = result.quality.valid
             values["last_reason"] = result.quality.reason

@@ -1,6 +1,8 @@
 """What the NCLR nodes share: read-only parameters from a table, subscription QoS from a
-reliability parameter, bad input counted by reason with throttled warnings, diagnostics
-messages, and the console-script main loop (Fast DDS profile, signals, clean shutdown)."""
+reliability parameter, bad input counted by reason with throttled warnings, lost messages
+counted per topic, a worker thread that counts its failures, the output folder under
+ROS_HOME, diagnostics messages, and the console-script main loop (Fast DDS profile,
+signals, clean shutdown)."""
 from __future__ import annotations
 
 import os
@@ -15,6 +17,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -109,6 +112,41 @@ class BadInputLog:
         with self._lock:
             return {f"bad_input.{reason}": count
                     for reason, count in sorted(self._counts.items())}
+
+
+class LostMessageMonitor:
+    """Messages that a subscription's publishers sent but that never arrived, per topic.
+
+    DDS reports them with the sample-lost event (best-effort messages dropped on the way,
+    e.g. large clouds that overflow the transport). The first loss on a topic is warned
+    about once, with what to do; all are counted (`counts`). Thread-safe.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._lost: dict[str, int] = {}
+
+    def callbacks(self, topic: str) -> SubscriptionEventCallbacks:
+        """Event callbacks for the subscription to `topic` (pass as `event_callbacks`)."""
+        return SubscriptionEventCallbacks(message_lost=lambda info: self.lost(topic, info))
+
+    def lost(self, topic: str, info: Any) -> None:
+        """Record a sample-lost event (`info.total_count`: lost so far on this reader)."""
+        with self._lock:
+            first = topic not in self._lost
+            self._lost[topic] = int(info.total_count)
+        if first:
+            self._logger.warning(
+                f"messages on {topic} are being lost before they reach this node "
+                f"({int(info.total_count)} so far; counted in /diagnostics as "
+                f"messages_lost.{topic}): a best-effort publisher of large messages needs "
+                "config/fastdds_large_data.xml too, or make both sides reliable")
+
+    def counts(self) -> dict[str, int]:
+        """`messages_lost.<topic>` -> messages lost so far, for topics that lost any."""
+        with self._lock:
+            return {f"messages_lost.{t}": n for t, n in sorted(self._lost.items())}
 
 
 def checked_cloud_points(msg: PointCloud2, intensity_field: str,

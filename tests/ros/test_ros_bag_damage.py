@@ -140,7 +140,21 @@ def test_convert_seals_every_sqlite_row(drive):
         topics = con.execute("SELECT count(*) FROM topics").fetchone()[0]
         crcs = dict(con.execute(f"SELECT tbl, count(*) FROM {CRC_TABLE} GROUP BY tbl"))
     con.close()
-    assert crcs == {"messages": messages, "topics": topics}
+    assert crcs == {"messages": messages, "topics": topics, "metadata": 1}
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_metadata_yaml_must_agree_with_the_copy_in_the_storage_file(drive, storage, tmp_path,
+                                                                     capsys):
+    """A changed type hash in metadata.yaml used to make the reader skip that topic."""
+    bag = tmp_path / storage
+    shutil.copytree(drive[storage], bag)
+    text = (bag / "metadata.yaml").read_text()
+    (bag / "metadata.yaml").write_text(text.replace("RIHS01_", "RIHS01_0", 1))
+    assert main(["check", str(bag)]) == 2
+    line = _one_error_line(capsys)
+    assert "metadata.yaml disagrees with the copy in" in line
+    assert "(topics_with_message_count)" in line
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
