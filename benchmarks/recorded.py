@@ -25,14 +25,16 @@ def dds_large_clouds(result: dict[str, Any]) -> str:
     largest = result["largest_carried_points"]
     verdict = ("none of the sizes" if largest is None else
                f"{largest} points ({largest * result['bytes_per_point'] / 2**20:.0f} MiB)")
+    load = ", ".join(f"{v:.2f}" for v in result["load_average_1_5_15min"])
     return (f"Command: `{result['command']}`. Best effort (sensor-data QoS, keep last 5), "
             f"{result['messages']} clouds per size at {result['rate_hz']:g} Hz between two "
             "processes on this host, x y z intensity float32 (16 bytes a point). Lost = the "
             "subscriber's DDS sample-lost count, as the nodes report it "
             "(`messages_lost.<topic>`), warnings = the nodes' one warning per topic. Load "
-            f"average at the end: {', '.join(f'{v:.2f}' for v in result['load_average_1_5_15min'])}."
-            f"\n\nLargest cloud carried (at least {result['delivered_fraction_required']:.0%} "
-            f"delivered intact) with the profile on both sides: {verdict}.\n\n"
+            f"average at the end: {load}."
+            f"\n\nLargest cloud carried with the profile on both sides (this size and every "
+            f"smaller one measured: at least {result['delivered_fraction_required']:.0%} "
+            f"delivered intact): {verdict}.\n\n"
             + _table(["profile", "points", "MiB", "published", "received", "delivered",
                       "intact", "lost (event)", "warnings"], rows))
 
@@ -50,7 +52,9 @@ def soak_node(result: dict[str, Any]) -> str:
                   "growth", "longest gap between processed pairs s"],
                  [[f"{result['duration_s']:.0f}", result["pairs_published"],
                    result["pairs_received"], result["pairs_processed"],
-                   result["pairs_dropped"], result["worker_errors"], result["bad_input"],
+                   result["pairs_dropped"], result["worker_errors"],
+                   ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in result["bad_input"].items())
+                   or "none",
                    f"{result['rss_after_warmup_mib']:.1f}", f"{result['rss_end_mib']:.1f}",
                    f"{result['growth_fraction']:+.2%}",
                    _g(result["longest_processing_gap_s"])]])

@@ -25,7 +25,7 @@ from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
 from nclr_core.geometry.camera import CameraModel
-from nclr_ros.bag_integrity import IntegrityReport, check_bag
+from nclr_ros.bag_integrity import check_bag
 from nclr_ros.bag_messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
@@ -41,6 +41,7 @@ from nclr_ros.bag_messages import (
     tf_message_transforms,
 )
 from nclr_ros.conversions import camera_info_to_camera
+from nclr_ros.integrity_report import IntegrityReport
 from nclr_ros.time_sync import ApproximateTimePairer, SyncCounters
 
 if sys.version_info >= (3, 14):

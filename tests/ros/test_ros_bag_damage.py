@@ -22,7 +22,9 @@ from rosbags.rosbag2 import Reader
 
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import convert
-from nclr_ros.bag_integrity import CRC_TABLE, MCAP_MAGIC, verify_bag
+from nclr_ros.bag_integrity import verify_bag
+from nclr_ros.mcap_integrity import MCAP_MAGIC
+from nclr_ros.sqlite_integrity import CRC_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 4
