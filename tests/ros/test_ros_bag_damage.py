@@ -138,11 +138,12 @@ def test_convert_seals_mcap_chunks_data_and_summary(drive):
 
 def test_convert_seals_every_sqlite_row(drive):
     with sqlite3.connect(_storage_file(drive["sqlite3"])) as con:
-        messages = con.execute("SELECT count(*) FROM messages").fetchone()[0]
-        topics = con.execute("SELECT count(*) FROM topics").fetchone()[0]
+        rows = {table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in ("messages", "topics", "message_definitions", "metadata",
+                              "schema")}
         crcs = dict(con.execute(f"SELECT tbl, count(*) FROM {CRC_TABLE} GROUP BY tbl"))
     con.close()
-    assert crcs == {"messages": messages, "topics": topics, "metadata": 1}
+    assert crcs == rows and rows["messages"] == 3 * FRAMES + 1 and rows["metadata"] == 1
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
