@@ -36,6 +36,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- driver (separate process)
+def frame_messages(frames: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    """(CameraInfo, rgb8 Image, PointCloud2 x y z intensity) per sample dict, stamps unset."""
+    from sensor_msgs.msg import CameraInfo
+
+    from nclr_ros.image_msgs import array_to_image
+    from nclr_ros.pointcloud2 import xyz_fields_to_pointcloud2
+
+    messages = []
+    for f in frames:
+        height, width = f["image"].shape[:2]
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.header.frame_id = CAMERA_FRAME
+        info.k, info.d = [float(v) for v in f["K"].reshape(-1)], [0.0] * 5
+        image = array_to_image(f["image"], "rgb8")
+        image.header.frame_id = CAMERA_FRAME
+        cloud = xyz_fields_to_pointcloud2(f["points"][:, :3], intensity=f["points"][:, 3])
+        cloud.header.frame_id = LIDAR_FRAME
+        messages.append((info, image, cloud))
+    return messages
+
+
 def drive(synthetic_root: str, seconds: float, rate_hz: float, timeout_s: float
           ) -> dict[str, Any]:
     """Publish, wait, and report the node's counters (runs in the driver process)."""
@@ -46,8 +67,6 @@ def drive(synthetic_root: str, seconds: float, rate_hz: float, timeout_s: float
 
     from nclr_core.data.semantickitti import SemanticKittiDataset
     from nclr_ros.dds_profile import apply_default_profile
-    from nclr_ros.image_msgs import array_to_image
-    from nclr_ros.pointcloud2 import xyz_fields_to_pointcloud2
 
     reader = SemanticKittiDataset(synthetic_root, sequences=("00",))
     frames = [reader[i] for i in range(min(FRAMES_REPLAYED, len(reader)))]
@@ -67,17 +86,7 @@ def drive(synthetic_root: str, seconds: float, rate_hz: float, timeout_s: float
                 latest["received"] = time.monotonic()
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    messages = []
-    for f in frames:
-        height, width = f["image"].shape[:2]
-        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-        info.header.frame_id = CAMERA_FRAME
-        info.k, info.d = [float(v) for v in f["K"].reshape(-1)], [0.0] * 5
-        image = array_to_image(f["image"], "rgb8")
-        image.header.frame_id = CAMERA_FRAME
-        cloud = xyz_fields_to_pointcloud2(f["points"][:, :3], intensity=f["points"][:, 3])
-        cloud.header.frame_id = LIDAR_FRAME
-        messages.append((info, image, cloud))
+    messages = frame_messages(frames)
 
     def spin_until(condition, limit_s: float) -> bool:
         end = min(deadline, time.monotonic() + limit_s)

@@ -10,8 +10,10 @@
                       [--prior-deg D --prior-m M] [--image-topic T] [--info-topic T]
                       [--points-topic T]
 
-Bad input (missing source folder, unreadable or corrupt bag, missing topics) prints one
-line `nclr-bag: error: ...` on stderr and exits with status 2.
+Bad input (missing source folder, unreadable, truncated or damaged bag, missing topics)
+prints one line `nclr-bag: error: ...` on stderr and exits with status 2. Every command
+checks a bag's integrity (`nclr_ros.bag_integrity`) before it uses it; `check` reports what
+was verified, and for a damaged bag which topics and time range are damaged.
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     ply.add_argument("--delay", type=float, default=0.0,
                      help="seconds to wait before the first message (discovery)")
 
-    chk = sub.add_parser("check", help="pair a bag's image and cloud streams like the node "
-                                       "and report what a calibrator would get")
+    chk = sub.add_parser("check", help="verify a bag's integrity (CRCs, storage structure), "
+                                       "pair its image and cloud streams like the node and "
+                                       "report what a calibrator would get")
     chk.add_argument("bag", help="bag folder")
     chk.add_argument("--image-topic", default=_DEFAULTS.image,
                      help="Image topic (or its /compressed CompressedImage)")
@@ -159,6 +162,7 @@ def _check(args: argparse.Namespace) -> int:
         rpy = np.degrees(rpy_from_matrix(T[:3, :3]))
         print(f"  T_{parent}_{child}: t = {np.round(T[:3, 3], 4).tolist()} m, "
               f"rpy = {np.round(rpy, 3).tolist()} deg")
+    print(f"  {frames.integrity.summary()}")
     return 0
 
 

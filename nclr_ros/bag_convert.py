@@ -16,7 +16,9 @@ Topics (names from `BagTopics`, types sensor_msgs / tf2_msgs):
 Stamps are the readers' (the image takes `camera_stamp` when the reader has one); the bag's
 receive time of each message is its header stamp. KITTI object frames have no time, so they
 are stamped at `KITTI_OBJECT_RATE_HZ` from 0 s. The bag is written into a hidden temporary
-folder beside `out` and renamed into place when complete.
+folder beside `out`, sealed with CRCs (`nclr_ros.bag_integrity.seal_bag`: every mcap chunk,
+the data and summary sections; every sqlite3 message row) and renamed into place when
+complete; temporary folders left by a killed conversion are removed by the next one.
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
 from tqdm import tqdm
 
+from nclr_core.atomic_write import remove_stale_temporaries, temp_prefix
 from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset
 from nclr_core.data.semantickitti import SemanticKittiDataset
+from nclr_ros.bag_integrity import seal_bag
 from nclr_ros.bag_messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
@@ -130,10 +134,12 @@ def write_bag(
     if count == 0:
         raise BagError(f"{out}: the source has no frames to write")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_temporaries(out.parent, [out.name])
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
     try:
         result = _write(samples, count, staging / out.name, storage, compressed,
                         synthesise_stamps, topics)
+        seal_bag(staging / out.name)
         os.replace(staging / out.name, out)
         LOG.info("wrote %d frames to %s", result[0], out)
     except WriterError as err:

@@ -2,7 +2,10 @@
 
 The bag is read with `rosbags` and each message's CDR bytes are published unchanged
 (`Publisher.publish(bytes)`), so no per-type conversion happens and stamps stay as
-recorded. A message recorded at bag time t is sent at `start + (t - t_first) / rate` on the
+recorded. Nothing is published before the whole bag has been checked: its integrity
+(`nclr_ros.bag_integrity.check_bag`) and a full read of the selected topics, so a damaged
+bag fails with BagError instead of being played up to the damage. A message recorded at
+bag time t is sent at `start + (t - t_first) / rate` on the
 wall clock. Topics whose message type has no Python package here (e.g. tf2_msgs when only
 the rclpy wheels are installed) are skipped with a warning.
 
@@ -30,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
+from nclr_ros.bag_integrity import check_bag
 from nclr_ros.bag_messages import TF_TYPE, BagError
 from nclr_ros.bag_read import iter_raw, open_bag, topic_types
 from nclr_ros.dds_profile import apply_default_profile
@@ -81,18 +85,21 @@ def message_class(msgtype: str) -> type | None:
 
 
 def select_topics(path: str | Path, topics: Sequence[str] | None) -> dict[str, str]:
-    """{topic: msgtype} to play; BagError for a missing bag or a topic it does not have."""
+    """{topic: msgtype} to play; BagError for a missing or damaged bag (every message of the
+    selected topics is read once) or a topic it does not have."""
+    check_bag(path)
     with open_bag(path) as reader:
         types = topic_types(reader)
-    if topics is None:
-        return types
-    missing = [t for t in topics if t not in types]
-    if missing:
-        raise BagError(
-            f"{path}: no topic {', '.join(map(repr, missing))}; topics in the bag: "
-            f"{', '.join(sorted(types)) or 'none'}"
-        )
-    return {t: types[t] for t in topics}
+        missing = [t for t in topics or () if t not in types]
+        if missing:
+            raise BagError(
+                f"{path}: no topic {', '.join(map(repr, missing))}; topics in the bag: "
+                f"{', '.join(sorted(types)) or 'none'}"
+            )
+        selected = types if topics is None else {t: types[t] for t in topics}
+        for _ in iter_raw(reader, path, list(selected)):
+            pass
+    return selected
 
 
 def _qos(topic: str, msgtype: str, reliable: bool) -> QoSProfile:

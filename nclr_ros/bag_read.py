@@ -5,22 +5,27 @@ CompressedImage), a CameraInfo topic and a PointCloud2 topic, and yields one sam
 image/cloud pair formed by `ApproximateTimePairer`, the pairer the calibration node uses,
 fed in bag order. An image takes the newest CameraInfo received before it; messages that
 share a bag timestamp are taken in the order CameraInfo, image, cloud. Every failure to read
-the bag raises `BagError` naming the bag.
+the bag raises `BagError` naming the bag; the bag's integrity is checked first
+(`nclr_ros.bag_integrity.check_bag`: CRCs, storage structure), so a damaged bag fails before
+any of it is used instead of being read wrong.
 """
 from __future__ import annotations
 
 import sqlite3
 import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import apsw
 import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
 from nclr_core.geometry.camera import CameraModel
+from nclr_ros.bag_integrity import check_bag
 from nclr_ros.bag_messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
@@ -36,11 +41,20 @@ from nclr_ros.bag_messages import (
     tf_message_transforms,
 )
 from nclr_ros.conversions import camera_info_to_camera
+from nclr_ros.integrity_report import IntegrityReport
 from nclr_ros.time_sync import ApproximateTimePairer, SyncCounters
 
-# Errors rosbags and its storage back-ends raise on damaged bags.
-_READ_ERRORS = (ReaderError, OSError, sqlite3.Error, struct.error, ValueError, KeyError,
-                IndexError, AssertionError)
+if sys.version_info >= (3, 14):
+    from compression.zstd import ZstdError
+else:
+    from backports.zstd import ZstdError
+
+# Errors rosbags, its storage back-ends (apsw for sqlite3; lz4 and zstd chunks of mcap) and
+# the CDR decoder raise on damaged bytes. MemoryError and OverflowError: a damaged length
+# asks for an impossible buffer.
+_READ_ERRORS = (ReaderError, OSError, sqlite3.Error, apsw.Error, ZstdError, RuntimeError,
+                struct.error, ValueError, KeyError, IndexError, AssertionError, EOFError,
+                MemoryError, OverflowError)
 
 # Order of messages sharing one bag timestamp: transforms, calibration, image, cloud.
 _RANK = {"tf": 0, "info": 1, "image": 2, "points": 3}
@@ -108,7 +122,7 @@ class BagFrames:
     `frame_id` (the pair index) and, when a /tf_static message received before the pair links
     the two frames, `T_cam_lidar` (4, 4) from the newest such message. `tf_static` holds the
     last transform of each frame pair in the bag; `counters` and `images_without_info`
-    report what was dropped.
+    report what was dropped; `integrity` is what the integrity check found.
     """
 
     def __init__(self, path: str | Path, topics: BagTopics, slop: float,
@@ -119,6 +133,7 @@ class BagFrames:
         self.topics = topics
         self._pairer_args = (slop, queue_size)
         ApproximateTimePairer(slop, queue_size)  # validate the settings now
+        self.integrity: IntegrityReport = check_bag(self.path)
         with open_bag(self.path) as reader:
             types = topic_types(reader)
             self.image_topic = topics.image

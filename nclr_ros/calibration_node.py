@@ -26,6 +26,11 @@ the prior, the installed calibration, by more than `drift_sigmas`), and optional
 `/tf_static`. Service `~/save_calibration` (std_srvs/Trigger) writes the calibration files
 (`nclr_core.io.calibration_files`); they are also written on shutdown.
 
+Messages lost on the way (the DDS sample-lost event: best-effort clouds too large for the
+transport) are warned about once per topic and counted (`messages_lost.<topic>`).
+Any exception while calibrating a pair is logged, counted by type (`worker_errors.<type>`)
+and published as that pair's frame record; the worker keeps going.
+
 Bad input (undecodable or unknown image encodings, clouds without x/y/z, empty clouds or
 clouds without finite points, image sizes that disagree with camera_info, stamps that never
 pair, ...) is logged as a throttled warning per reason, counted in the diagnostics by
@@ -49,16 +54,21 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.camera import CameraModel, check_sensor_camera
 from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
 from nclr_core.inference import Calibrator
-from nclr_core.io.calibration_files import CalibrationRecord, write_calibration_files
+from nclr_core.io.calibration_files import (
+    CalibrationRecord,
+    remove_stale_calibration_temporaries,
+    write_calibration_files,
+)
 from nclr_core.online.pipeline import DriftReport, Frame, FrameOutcome, OnlineCalibration
 from nclr_core.online.pose import PoseEstimate
 from nclr_core.online.records import CalibrationEstimate, FrameRecord
 from nclr_core.visualization import depth_overlay
 from nclr_ros.calibration_parameters import (
     NODE_NAME,
+    OUTPUT_DIRECTORY_LEAF,
     PARAMETERS,
     SHIPPED_MODEL,
     STATUS_SUFFIX,
@@ -77,10 +87,12 @@ from nclr_ros.conversions import (
 from nclr_ros.node_common import (
     LATCHED,
     BadInputLog,
+    LostMessageMonitor,
     NewestJobWorker,
     checked_cloud_points,
     declare_parameters,
     diagnostic_array,
+    resolve_output_directory,
     run_node,
     stamp_seconds,
     subscription_qos,
@@ -105,6 +117,7 @@ class _Frame:
 class _Job:
     pair: Pair
     formed: float  # time.monotonic() when the pair formed
+    recorded: bool = False  # its record was published on ~/frame_estimates
 
 
 def _transform_msg(T_cam_lidar: np.ndarray, header: Header, parent: str, child: str
@@ -177,12 +190,18 @@ class CalibrationNode(Node):
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
         self.camera: CameraModel | None = None
         if p["intrinsics_from_parameters"]:
-            self.camera = CameraModel(
+            self.camera = check_sensor_camera(CameraModel(
                 K=np.asarray(p["camera_k"], dtype=np.float64).reshape(3, 3),
                 width=p["camera_width"], height=p["camera_height"],
                 distortion=p["camera_distortion_model"],
                 D=np.asarray(p["camera_d"]) if p["camera_distortion_model"] != "none"
-                else np.zeros(0))
+                else np.zeros(0)))
+
+        self.output_directory = resolve_output_directory(p["output_directory"],
+                                                         OUTPUT_DIRECTORY_LEAF)
+        for leftover in remove_stale_calibration_temporaries(self.output_directory,
+                                                             p["file_stem"]):
+            self.get_logger().info(f"removed {leftover}, left by an interrupted save")
 
         self._lock = threading.Lock()  # counters, estimate, the worker's job slot
         self.counts = {"camera_infos_received": 0, "images_received": 0,
@@ -199,13 +218,19 @@ class CalibrationNode(Node):
         self._camera_used: CameraModel | None = None
 
         qos = subscription_qos(p["reliability"], p["qos_depth"])
+        self.lost_messages = LostMessageMonitor(self.get_logger())
+        lost = self.lost_messages.callbacks
         if p["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos,
+                                     event_callbacks=lost("image/compressed"))
         else:
-            self.create_subscription(Image, "image", self._on_image, qos)
+            self.create_subscription(Image, "image", self._on_image, qos,
+                                     event_callbacks=lost("image"))
         if not p["intrinsics_from_parameters"]:
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
-        self.create_subscription(PointCloud2, "points", self._on_cloud, qos)
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+                                     event_callbacks=lost("camera_info"))
+        self.create_subscription(PointCloud2, "points", self._on_cloud, qos,
+                                 event_callbacks=lost("points"))
         self.pub_extrinsics = self.create_publisher(TransformStamped, "~/extrinsics", LATCHED)
         self.pub_covariance = self.create_publisher(PoseWithCovarianceStamped,
                                                     "~/extrinsics_with_covariance", LATCHED)
@@ -229,12 +254,12 @@ class CalibrationNode(Node):
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
         self._worker = NewestJobWorker(self._process, self.get_logger(),
                                        "calibration of a pair", self._lock,
-                                       "nclr_calibration_worker")
+                                       "nclr_calibration_worker", self._on_worker_error)
         self.get_logger().info(
             f"calibrating with {p['model_path']} on {p['device']}; subscribed to "
             f"{'image/compressed' if p['use_compressed'] else 'image'}, points"
             f"{'' if p['intrinsics_from_parameters'] else ', camera_info'} "
-            f"({p['reliability']})")
+            f"({p['reliability']}); calibration files go to {self.output_directory}")
 
     # -- bad input ------------------------------------------------------------------------
     def _bad(self, reason: str, message: str) -> None:
@@ -358,8 +383,20 @@ class CalibrationNode(Node):
         self.pub_points.publish(xyz_fields_to_pointcloud2(
             cloud.data[:, :3], cloud.header, overlap=network.point_overlap.astype(np.float32)))
 
+    def _on_worker_error(self, job: _Job, err: Exception) -> None:
+        """A pair whose processing raised (counted by the worker): its frame record says why."""
+        if job.recorded:
+            return
+        with self._lock:
+            estimate = self.estimate
+        self._publish_frame(job, FrameRecord(
+            job.pair.image_stamp, job.pair.cloud_stamp, "", None, False, False,
+            f"calibration failed: {type(err).__name__}: {err}", 0, math.nan, math.nan,
+            estimate.T_cam_lidar, latency_s=time.monotonic() - job.formed))
+
     def _publish_frame(self, job: _Job, record: FrameRecord) -> None:
         """Publish one pair's record on ~/frame_estimates (header: the image's)."""
+        job.recorded = True
         status = DiagnosticStatus(name=f"{self.get_name()}{STATUS_SUFFIX}", hardware_id="nclr",
                                   level=DiagnosticStatus.OK if record.accepted
                                   else DiagnosticStatus.WARN, message=record.reason)
@@ -388,12 +425,14 @@ class CalibrationNode(Node):
             values["pairs_dropped"] = self._worker.dropped
             values["pairs_pending"] = self._worker.pending
             values["pairs_in_progress"] = self._worker.in_progress
+            values.update(self._worker.error_counts())
             sync = self.pairer.counters
             values["sync_dropped_images"] = sync.dropped_images
             values["sync_dropped_clouds"] = sync.dropped_clouds
             values["last_latency_s"] = self.last_latency_s
             estimate, record, drift = self.estimate, self.last_record, self.drift
         values.update(self.bad_input.counts())
+        values.update(self.lost_messages.counts())
         if record is not None:
             values["last_valid"] = record.valid
             values["last_reason"] = record.reason
@@ -418,9 +457,9 @@ class CalibrationNode(Node):
                 f"{drift.describe()}")
         elif estimate.warnings:
             level, message = DiagnosticStatus.WARN, "; ".join(estimate.warnings)
-        elif any(k.startswith("bad_input.") for k in values):
+        elif any(k.startswith(("bad_input.", "worker_errors.")) for k in values):
             level, message = DiagnosticStatus.WARN, \
-                "estimating; some input was bad (see bad_input.*)"
+                "estimating; some input was bad or failed (see bad_input.*, worker_errors.*)"
         else:
             level, message = DiagnosticStatus.OK, "estimating"
         self.pub_diagnostics.publish(diagnostic_array(
@@ -448,9 +487,9 @@ class CalibrationNode(Node):
             T_cam_lidar=estimate.T_cam_lidar, camera_frame=camera_frame,
             lidar_frame=lidar_frame, stamp=stamp, frame_count=estimate.num_frames,
             quality=quality, camera=camera)
-        directory = Path(self.params["output_directory"])
-        directory.mkdir(parents=True, exist_ok=True)
-        return write_calibration_files(calibration, directory, self.params["file_stem"])
+        self.output_directory.mkdir(parents=True, exist_ok=True)
+        return write_calibration_files(calibration, self.output_directory,
+                                       self.params["file_stem"])
 
     def _on_save(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:

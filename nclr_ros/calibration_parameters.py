@@ -13,6 +13,7 @@ from nclr_core.online.pipeline import OnlineSettings
 
 NODE_NAME = "nclr_calibration"
 SHIPPED_MODEL = "nclr_synthetic.pt"  # models/ in the package (see README)
+OUTPUT_DIRECTORY_LEAF = "nclr_calibration"  # under $ROS_HOME when output_directory is empty
 # name of the one DiagnosticStatus of each ~/frame_estimates message: NODE_NAME + this
 STATUS_SUFFIX = ": frame estimate"
 
@@ -74,8 +75,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "publish_tf_static": (False, "also publish the estimate on /tf_static."),
     "tf_child_frame": ("", "child frame on /tf_static (parent: camera frame); empty: the LiDAR "
                            "frame. Set another name if the LiDAR frame already has a parent."),
-    "output_directory": ("nclr_calibration", "where calibration files are written (relative "
-                                             "to the working directory)."),
+    "output_directory": ("", "where calibration files are written; empty: "
+                             "$ROS_HOME/nclr_calibration ($ROS_HOME defaults to ~/.ros); a "
+                             "relative path is taken from the working directory."),
     "file_stem": ("nclr_calibration", "base name of the calibration files."),
     "save_on_shutdown": (True, "write the calibration files when the node stops."),
     "diagnostics_period_s": (1.0, "period of /diagnostics, seconds."),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
-from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.camera import CameraModel, check_sensor_camera
 from nclr_ros.image_msgs import (
     SUPPORTED_ENCODINGS,
     array_to_image,
@@ -52,7 +52,9 @@ def camera_info_to_camera(msg: CameraInfo) -> CameraModel:
     to plumb_bob when k4..k6 are zero, and an empty model with zero (or no) D to "none";
     zero coefficients padded beyond a model's count are dropped.
     Raises ValueError for an uncalibrated camera (K all zero), another distortion model,
-    binning or a region of interest (K would not describe the published image).
+    binning or a region of interest (K would not describe the published image), and for
+    intrinsics no real camera has (`check_sensor_camera`: non-finite values, focal lengths
+    that are not positive or far from the image size, a principal point far off the image).
     """
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.any(K):
@@ -98,5 +100,6 @@ def camera_info_to_camera(msg: CameraInfo) -> CameraModel:
                 f"{count} (extra ones may only be zero), got {D.tolist()}"
             )
         D = D[:count]
-    return CameraModel(K=K, width=int(msg.width), height=int(msg.height), distortion=model,
-                       D=D if model != "none" else np.zeros(0))
+    return check_sensor_camera(CameraModel(
+        K=K, width=int(msg.width), height=int(msg.height), distortion=model,
+        D=D if model != "none" else np.zeros(0)))

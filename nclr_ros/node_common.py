@@ -1,18 +1,23 @@
 """What the NCLR nodes share: read-only parameters from a table, subscription QoS from a
-reliability parameter, bad input counted by reason with throttled warnings, diagnostics
-messages, and the console-script main loop (Fast DDS profile, signals, clean shutdown)."""
+reliability parameter, bad input counted by reason with throttled warnings, lost messages
+counted per topic, a worker thread that counts its failures, the output folder under
+ROS_HOME, diagnostics messages, and the console-script main loop (Fast DDS profile,
+signals, clean shutdown)."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -57,6 +62,21 @@ def subscription_qos(reliability: str, depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+def ros_home(environ: Mapping[str, str] | None = None) -> Path:
+    """`$ROS_HOME`, or `~/.ros` when it is unset: where ROS 2 keeps per-user files (logs)."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("ROS_HOME") or Path.home() / ".ros").expanduser().absolute()
+
+
+def resolve_output_directory(value: str, default_leaf: str,
+                             environ: Mapping[str, str] | None = None) -> Path:
+    """The absolute folder a node writes into: `value` with `~` expanded (a relative path is
+    taken from the working directory); empty: `ros_home() / default_leaf`."""
+    if not value:
+        return ros_home(environ) / default_leaf
+    return Path(value).expanduser().absolute()
+
+
 def stamp_seconds(header: Header) -> float:
     """The header's stamp in seconds."""
     return header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -92,6 +112,41 @@ class BadInputLog:
         with self._lock:
             return {f"bad_input.{reason}": count
                     for reason, count in sorted(self._counts.items())}
+
+
+class LostMessageMonitor:
+    """Messages that a subscription's publishers sent but that never arrived, per topic.
+
+    DDS reports them with the sample-lost event (best-effort messages dropped on the way,
+    e.g. large clouds that overflow the transport). The first loss on a topic is warned
+    about once, with what to do; all are counted (`counts`). Thread-safe.
+    """
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+        self._lock = threading.Lock()
+        self._lost: dict[str, int] = {}
+
+    def callbacks(self, topic: str) -> SubscriptionEventCallbacks:
+        """Event callbacks for the subscription to `topic` (pass as `event_callbacks`)."""
+        return SubscriptionEventCallbacks(message_lost=lambda info: self.lost(topic, info))
+
+    def lost(self, topic: str, info: Any) -> None:
+        """Record a sample-lost event (`info.total_count`: lost so far on this reader)."""
+        with self._lock:
+            first = topic not in self._lost
+            self._lost[topic] = int(info.total_count)
+        if first:
+            self._logger.warning(
+                f"messages on {topic} are being lost before they reach this node "
+                f"({int(info.total_count)} so far; counted in /diagnostics as "
+                f"messages_lost.{topic}): a best-effort publisher of large messages needs "
+                "config/fastdds_large_data.xml too, or make both sides reliable")
+
+    def counts(self) -> dict[str, int]:
+        """`messages_lost.<topic>` -> messages lost so far, for topics that lost any."""
+        with self._lock:
+            return {f"messages_lost.{t}": n for t, n in sorted(self._lost.items())}
 
 
 def checked_cloud_points(msg: PointCloud2, intensity_field: str,
@@ -131,16 +186,20 @@ class NewestJobWorker:
     """A background thread that always works on the newest job.
 
     `submit` replaces a job still waiting (counted in `dropped`); `process(job)` runs on the
-    thread, and an exception it raises is logged, not fatal (`processed` counts it either
-    way). `lock` is the node's: call `submit` and read the counters while holding it, so
-    the node's own counters change atomically with these.
+    thread. Any exception it raises is logged and counted by its type in `errors`, never
+    fatal (`processed` counts the job either way), then `on_error(job, exception)` runs, if
+    given, so that the node can report the job (called without `lock` held). `lock` is the
+    node's: call `submit` and read the counters while holding it, so the node's own
+    counters change atomically with these.
     """
 
     def __init__(self, process: Callable[[Any], None], logger: Any, what: str,
-                 lock: threading.Lock, name: str) -> None:
+                 lock: threading.Lock, name: str,
+                 on_error: Callable[[Any, Exception], None] | None = None) -> None:
         self.lock = lock
         self._wake = threading.Condition(lock)
         self._process = process
+        self._on_error = on_error
         self._logger = logger
         self._what = what
         self._job: Any = None
@@ -148,6 +207,7 @@ class NewestJobWorker:
         self._stop = False
         self.processed = 0
         self.dropped = 0
+        self.errors: dict[str, int] = {}  # exception type name -> jobs that raised it
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -177,12 +237,29 @@ class NewestJobWorker:
                 self._busy = True
             try:
                 self._process(job)
-            except Exception as err:  # a bug must not kill the worker silently
-                self._logger.error(f"{self._what} failed: {err!r}")
+            except Exception as err:  # any failure: counted and reported, never fatal
+                self._failed(job, err)
             finally:
                 with self.lock:
                     self._busy = False
                     self.processed += 1
+
+    def _failed(self, job: Any, err: Exception) -> None:
+        self._logger.error(f"{self._what} failed: {err!r}")
+        with self.lock:
+            reason = type(err).__name__
+            self.errors[reason] = self.errors.get(reason, 0) + 1
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(job, err)
+        except Exception as hook_err:  # the report itself failed: log it, keep working
+            self._logger.error(f"reporting a failed {self._what} failed too: {hook_err!r}")
+
+    def error_counts(self) -> dict[str, int]:
+        """`worker_errors.<exception type>` -> jobs that raised it (caller holds `lock`)."""
+        return {f"worker_errors.{reason}": count
+                for reason, count in sorted(self.errors.items())}
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the job in progress, drop a waiting one, end the thread."""

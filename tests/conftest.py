@@ -1,8 +1,19 @@
-"""Shared fixtures: paths to the real data samples beside the repository."""
+"""Shared fixtures: paths to the real data samples beside the repository, the tiny calibration
+checkpoint, and the hypothesis profile of the fuzz tests."""
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property-based tests: the same examples on every run (derandomized, no example database),
+# no per-example deadline on a shared machine. HYPOTHESIS_PROFILE=explore draws new random
+# examples each run (with NCLR_FUZZ_SCALE=20 for 20 times as many).
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "real"

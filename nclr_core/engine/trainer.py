@@ -102,21 +102,27 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
     dist = init_distributed(cfg.train.device)
     if resume and checkpoint is None:
         checkpoint = load_checkpoint(resume)
+    _seed_everything(cfg.seed + dist.rank)
+    model = build_model(cfg)
+    if checkpoint is None and cfg.train.init_weights:
+        # before the run folder exists: weights that cannot be used leave nothing behind
+        _load_initial_weights(model, cfg.train.init_weights)
     run_dir = Path(resume).resolve().parents[1] if resume else None
     if dist.is_main and run_dir is None:
         run_dir = create_run_dir(cfg.output_root, cfg.name)
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
     setup_logging(run_dir / "train.log" if dist.is_main else None, dist.rank)
-    _seed_everything(cfg.seed + dist.rank)
+    if checkpoint is None and cfg.train.init_weights:
+        log.info("initial weights from %s", cfg.train.init_weights)
     try:
-        return _train(cfg, dist, run_dir, checkpoint)
+        return _train(cfg, dist, run_dir, checkpoint, model)
     finally:
         barrier()
 
 
 def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
-           checkpoint: dict | None) -> Path | None:
+           checkpoint: dict | None, model: CalibrationNet) -> Path | None:
     device = dist.device
     train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
     val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
@@ -130,9 +136,6 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     stop_step = min(total_steps, cfg.train.max_steps or total_steps)
     pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
 
-    model = build_model(cfg)
-    if checkpoint is None and cfg.train.init_weights:
-        _load_initial_weights(model, cfg.train.init_weights)
     model = model.to(device)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
                                   lr=cfg.train.lr)
@@ -227,7 +230,6 @@ def _load_initial_weights(model: torch.nn.Module, path: str) -> None:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the configured model: {err}") from err
-    log.info("initial weights from %s", path)
 
 
 def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,

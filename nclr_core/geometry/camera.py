@@ -289,3 +289,40 @@ class CameraModel:
         """
         K = flip_intrinsics(self.K, self.width)
         return CameraModel(K, self.width, self.height, self.distortion, self.D)
+
+
+# What intrinsics of a real, unflipped camera look like (sensor input: CameraInfo, node
+# parameters). Focal lengths in pixels lie within these multiples of the image's larger side:
+# 0.05 admits any fisheye (an equidistant lens seeing 190 deg across has f of about 0.3 W),
+# 100 a telephoto of 0.6 deg across. The principal point lies within the image grown by
+# PRINCIPAL_POINT_MARGIN of its size on every side (a crop or region of interest moves it
+# away from the centre, no real lens puts it far outside the picture).
+FOCAL_RANGE_OF_IMAGE_SIZE = (0.05, 100.0)
+PRINCIPAL_POINT_MARGIN = 0.5
+
+
+def check_sensor_camera(camera: CameraModel) -> CameraModel:
+    """`camera` itself when its intrinsics can be a real sensor's; ValueError naming the value.
+
+    Beyond CameraModel's own checks (finite K, non-zero focal lengths, fx < 0 allowed for a
+    flipped image): fx and fy positive and within FOCAL_RANGE_OF_IMAGE_SIZE of the larger
+    image side, the principal point within PRINCIPAL_POINT_MARGIN of the image. Values such
+    as fx = 1e-300 pass CameraModel but make every solve singular.
+    """
+    K = camera.K
+    side = float(max(camera.width, camera.height))
+    low, high = FOCAL_RANGE_OF_IMAGE_SIZE
+    for name, value in (("fx", K[0, 0]), ("fy", K[1, 1])):
+        if not low * side <= value <= high * side:
+            raise ValueError(
+                f"camera {name} = {value:g} px is implausible for a {camera.width}x"
+                f"{camera.height} image (expected {low * side:g}..{high * side:g} px)")
+    if abs(K[0, 1]) > high * side:
+        raise ValueError(f"camera skew K[0, 1] = {K[0, 1]:g} is implausible")
+    for name, value, size in (("cx", K[0, 2], camera.width), ("cy", K[1, 2], camera.height)):
+        margin = PRINCIPAL_POINT_MARGIN * size
+        if not -margin <= value <= size + margin:
+            raise ValueError(
+                f"camera principal point {name} = {value:g} px is far outside the "
+                f"{camera.width}x{camera.height} image (expected {-margin:g}..{size + margin:g})")
+    return camera

@@ -11,8 +11,10 @@ pose of the child frame in the parent frame, i.e. `T_parent_child`. The default 
 LiDAR frame and the child the camera frame, so they carry `T_lidar_cam` (the same transform
 as the JSON's `T_lidar_camera`); `parent="camera"` gives `T_cam_lidar` instead.
 
-All files of one calibration are written to temp files first and then moved into place with
-`os.replace`, so a failure never leaves a half-written file.
+The files of one calibration are written as a set, all or nothing
+(`nclr_core.atomic_write.atomic_paths`): every temp file first, then the renames, undone if
+one fails. Temp files left by a writer that was killed are removed by
+`remove_stale_calibration_temporaries` (the node calls it at start) and by the next write.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import math
 import os
 import shlex
 from collections.abc import Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import yaml
 
-from nclr_core.atomic_write import atomic_path
+from nclr_core.atomic_write import atomic_paths, remove_stale_temporaries
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.se3 import (
     invert,
@@ -234,6 +235,18 @@ def static_transform_command(
     )
 
 
+def calibration_file_names(stem: str = "nclr_calibration") -> dict[str, str]:
+    """File names of one calibration by kind ("yaml", "json", "urdf", "static_tf")."""
+    return {"yaml": f"{stem}.yaml", "json": f"{stem}.json", "urdf": f"{stem}_joint.urdf",
+            "static_tf": f"{stem}_static_tf.sh"}
+
+
+def remove_stale_calibration_temporaries(directory: str | os.PathLike,
+                                         stem: str = "nclr_calibration") -> list[Path]:
+    """Remove the temp files that killed writers of `<stem>` files left in `directory`."""
+    return remove_stale_temporaries(directory, calibration_file_names(stem).values())
+
+
 def write_calibration_files(
     record: CalibrationRecord,
     directory: str | os.PathLike,
@@ -242,32 +255,26 @@ def write_calibration_files(
 ) -> dict[str, Path]:
     """Write `<stem>.yaml`, `<stem>.json`, `<stem>_joint.urdf` and `<stem>_static_tf.sh`.
 
-    Every text is rendered and written to a temp file before any file is replaced
-    (`os.replace`), so an error while writing leaves all previous files intact. Returns the
-    paths by kind ("yaml", "json", "urdf", "static_tf").
+    All or nothing: every text is rendered and written to a temp file before any file is
+    replaced, and when one cannot be replaced (a folder in the way, a full disk) the ones
+    already replaced are put back, so the four files always describe one calibration.
+    Returns the paths by kind ("yaml", "json", "urdf", "static_tf").
     """
     directory = Path(directory)
     texts = {
-        "yaml": (f"{stem}.yaml", calibration_yaml_text(record)),
-        "json": (f"{stem}.json", calibration_json_text(record)),
-        "urdf": (f"{stem}_joint.urdf",
-                 urdf_joint_snippet(record.T_cam_lidar, record.camera_frame,
-                                    record.lidar_frame, parent)),
-        "static_tf": (f"{stem}_static_tf.sh",
-                      "#!/bin/sh\n# NCLR LiDAR-camera calibration as a static transform.\n"
-                      + static_transform_command(record.T_cam_lidar, record.camera_frame,
-                                                 record.lidar_frame, parent) + "\n"),
+        "yaml": calibration_yaml_text(record),
+        "json": calibration_json_text(record),
+        "urdf": urdf_joint_snippet(record.T_cam_lidar, record.camera_frame,
+                                   record.lidar_frame, parent),
+        "static_tf": "#!/bin/sh\n# NCLR LiDAR-camera calibration as a static transform.\n"
+                     + static_transform_command(record.T_cam_lidar, record.camera_frame,
+                                                record.lidar_frame, parent) + "\n",
     }
-    paths = {kind: directory / name for kind, (name, _) in texts.items()}
-    # Each atomic_path moves its temp file into place only when the whole block succeeded,
-    # so a failure while writing any file leaves every previous file as it was.
-    with ExitStack() as stack:
-        for kind, (_, text) in texts.items():
-            tmp = stack.enter_context(atomic_path(paths[kind]))
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
+    paths = {kind: directory / name for kind, name in calibration_file_names(stem).items()}
+    remove_stale_calibration_temporaries(directory, stem)
+    with atomic_paths(list(paths.values())) as temps:
+        for tmp, text in zip(temps, texts.values(), strict=True):
+            tmp.write_text(text, encoding="utf-8")
     return paths
 
 

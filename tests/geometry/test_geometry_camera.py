@@ -6,6 +6,7 @@ import pytest
 
 from nclr_core.geometry.camera import (
     CameraModel,
+    check_sensor_camera,
     crop_intrinsics,
     flip_intrinsics,
     scale_intrinsics,
@@ -198,3 +199,29 @@ def test_cropped_camera_lands_points_on_the_same_content(camera: CameraModel) ->
     np.testing.assert_array_equal(
         _values_at_projections(cropped, points, crop), np.arange(1, len(points) + 1)
     )
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ((0, 0), 1e-300, "fx = 1e-300 px is implausible"),  # issue 16: a singular solve later
+    ((1, 1), 1e-300, "fy = 1e-300 px is implausible"),
+    ((0, 0), -400.0, "fx = -400 px is implausible"),  # fine for a flipped training image
+    ((1, 1), 1e9, "fy = 1e\\+09 px is implausible"),
+    ((0, 2), 5000.0, "cx = 5000 px is far outside the 320x240 image"),
+    ((1, 2), -200.0, "cy = -200 px is far outside"),
+    ((0, 1), 1e9, "skew"),
+])
+def test_sensor_cameras_must_have_plausible_intrinsics(entry, value, message):
+    assert check_sensor_camera(CameraModel(K, WIDTH, HEIGHT)).K[0, 0] == 400.0
+    bad = K.copy()
+    bad[entry] = value
+    camera = CameraModel(bad, WIDTH, HEIGHT)  # a valid CameraModel (training may flip it)
+    with pytest.raises(ValueError, match=message):
+        check_sensor_camera(camera)
+
+
+def test_sensor_camera_range_admits_fisheyes_telephotos_and_crops():
+    fisheye = np.array([[0.3 * WIDTH, 0.0, 160.0], [0.0, 0.3 * WIDTH, 120.0], [0, 0, 1.0]])
+    telephoto = np.array([[90.0 * WIDTH, 0.0, 160.0], [0.0, 90.0 * WIDTH, 120.0], [0, 0, 1.0]])
+    crop = np.array([[400.0, 0.0, -150.0], [0.0, 400.0, 350.0], [0, 0, 1.0]])
+    for K_ok in (fisheye, telephoto, crop):
+        check_sensor_camera(CameraModel(K_ok, WIDTH, HEIGHT))

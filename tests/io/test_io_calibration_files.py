@@ -155,6 +155,22 @@ def test_failure_mid_write_leaves_old_files_intact(tmp_path, monkeypatch):
     np.testing.assert_allclose(load_calibration_yaml(paths["yaml"]).T_cam_lidar, moved)
 
 
+def test_a_folder_in_the_way_of_one_file_leaves_the_whole_set_as_it_was(tmp_path):
+    """Issue 16, failure 5: the static-transform script used to hold the new transform
+    while the YAML and JSON kept the old one."""
+    paths = write_calibration_files(_make_record(), tmp_path)
+    paths["urdf"].unlink()
+    paths["urdf"].mkdir()  # e.g. a volume mounted on the file name
+    before = {kind: path.read_bytes() for kind, path in paths.items() if kind != "urdf"}
+    moved = _make_record()
+    moved.T_cam_lidar = make_transform(np.eye(3), [1.0, 2.0, 3.0])
+    with pytest.raises(IsADirectoryError, match="_joint.urdf"):
+        write_calibration_files(moved, tmp_path)
+    assert {kind: path.read_bytes() for kind, path in paths.items() if kind != "urdf"} == before
+    assert paths["urdf"].is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
+
+
 def test_loaders_reject_bad_files(tmp_path):
     paths = write_calibration_files(_make_record(with_camera=False), tmp_path)
     assert load_calibration_yaml(paths["yaml"]).camera is None

@@ -149,6 +149,9 @@ def test_camera_info_rejections():
         camera_info_to_camera(_camera_info("plumb_bob", [0] * 5, k=[0.0] * 9))
     with pytest.raises(ValueError, match="distortion model 'kannala'"):
         camera_info_to_camera(_camera_info("kannala", [0.1]))
+    with pytest.raises(ValueError, match="fx = 1e-300 px is implausible"):
+        camera_info_to_camera(_camera_info("plumb_bob", [0] * 5,
+                                           k=[1e-300, 0, 300, 0, 1e-300, 200, 0, 0, 1]))
     with pytest.raises(ValueError, match="non-zero k4..k6"):
         camera_info_to_camera(_camera_info("rational_polynomial", [0, 0, 0, 0, 0, 0.1, 0, 0]))
     with pytest.raises(ValueError, match="plumb_bob has 6 coefficients"):

@@ -40,7 +40,7 @@ def test_bad_input_counted_every_time_warned_once_per_throttle():
     assert logger.warnings[-1] == "[empty_cloud] again (x2 so far)"
 
 
-def test_newest_job_worker_replaces_waiting_jobs_and_survives_errors():
+def test_newest_job_worker_replaces_waiting_jobs_and_reports_errors():
     import threading
     import time
 
@@ -63,8 +63,9 @@ def test_newest_job_worker_replaces_waiting_jobs_and_survives_errors():
         if job == "last":
             done.set()
 
-    lock, log = threading.Lock(), Log()
-    worker = NewestJobWorker(process, log, "test job", lock, "test_worker")
+    lock, log, reported = threading.Lock(), Log(), []
+    worker = NewestJobWorker(process, log, "test job", lock, "test_worker",
+                             on_error=lambda job, err: reported.append((job, repr(err))))
     with lock:
         worker.submit("first")
     while True:  # wait until the worker holds "first"
@@ -89,3 +90,6 @@ def test_newest_job_worker_replaces_waiting_jobs_and_survives_errors():
     assert seen == ["first", "bad", "last"]
     assert worker.processed == 3 and worker.dropped == 2
     assert log.errors == ["test job failed: RuntimeError('boom')"]
+    assert reported == [("bad", "RuntimeError('boom')")]
+    with lock:
+        assert worker.error_counts() == {"worker_errors.RuntimeError": 1}

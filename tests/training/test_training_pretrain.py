@@ -106,3 +106,4 @@ def test_init_weights_start_a_fresh_run_from_a_checkpoint(tiny_synthetic, tmp_pa
     assert done.returncode == 2
     assert "weights do not fit the configured model" in done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "third").exists()  # issue 16: it used to leave an empty run folder
