@@ -42,8 +42,8 @@ from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.transforms import NormalizeImage
 from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
-from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import rre_geodesic_deg
+from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import make_transform, transform_points
 from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 from nclr_core.network_input import (
@@ -174,6 +174,11 @@ class NetworkFeatures:
     network_matches: dict[str, np.ndarray]
     image_hw: tuple[int, int]
     num_points: int
+
+    @property
+    def pixel_scale(self) -> float:
+        """Input-image pixels per network pixel (the resize keeps the aspect ratio)."""
+        return 1.0 / float(self.A[0, 0])
 
 
 def _checked_prior(T_init: np.ndarray | None) -> np.ndarray | None:
@@ -346,15 +351,14 @@ class Calibrator:
         if usable.sum() < s.min_inliers:
             return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches{behind}"
         result = solve_pnp_ransac(
-            x3d[usable], x2d[usable], camera.K, weights=weights[usable],
+            x3d[usable], x2d[usable], camera.K,
             reproj_threshold_px=s.reprojection_threshold_px, iterations=s.ransac_iterations,
             confidence=s.ransac_confidence, seed=s.seed,
         )
-        inliers[usable] = np.asarray(result.inliers, dtype=bool)
-        if not bool(result.valid):
+        inliers[usable] = result.inliers
+        if not result.valid:
             return np.eye(4), inliers, math.nan, "RANSAC-PnP found no valid pose"
-        T = make_transform(np.asarray(result.R, dtype=np.float64),
-                           np.asarray(result.t, dtype=np.float64))
+        T = make_transform(result.R, result.t)
         error = float(result.reproj_error)
         count = int(inliers.sum())
         distance = float(np.linalg.norm(T[:3, 3]))
