@@ -2,13 +2,12 @@
 
 What the ROS node and the offline tools call; NumPy in, NumPy out, never imports rclpy.
 
-Per frame (`Calibrator.calibrate`):
-1. the frame is fitted to the network as in training (`nclr_core.data.datasets`): points
-   inside the checkpoint's point range, at most `max_points` of them (a fixed-seed uniform
-   draw, so a frame always gives the same answer); the image resized to the network height
-   keeping its aspect so that it covers the network size, and centre-cropped, with K
-   following (`ResizeToCover`, `CenterCrop`);
-2. `CalibrationNet` predicts the point and image overlap and the soft matches;
+Per frame, `Calibrator.features` runs the network once and `Calibrator.solve_global` (the
+online pipeline's `global` stage) solves on its matches; `Calibrator.calibrate` is the two:
+1. the frame is fitted to the network as in training (`nclr_core.network_input`);
+2. `CalibrationNet` predicts the point and image overlap and the soft matches; its features,
+   overlap scores and similarity are kept (`NetworkFeatures`) for the later stages
+   (`nclr_core.online.guided`), which need no second forward;
 3. the matched pixels are mapped back to the input image through the inverse of the affine
    pixel map that the resize and crop applied to K (`A = K_net K_in^-1`, exact);
 4. *(decision)* the network sees the raw (distorted) image, as delivered by the camera; the
@@ -32,58 +31,29 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
 from nclr_core.data.collate import batch_to, collate_pairs
-from nclr_core.data.transforms import CenterCrop, NormalizeImage, ResizeToCover
+from nclr_core.data.transforms import NormalizeImage
 from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
-from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import rre_geodesic_deg
+from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import make_transform, transform_points
 from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
-from nclr_core.models.feature_grid import pixel_to_cell
-
-MASK_ON = 255
-
-
-@dataclass(frozen=True)
-class NetworkInput:
-    """How a frame is fitted to the network (the checkpoint's `config["data"]`).
-
-    image_height, image_width: network image size, pixels.
-    max_points: cap on the points fed to the network.
-    point_range: (x_min, y_min, z_min, x_max, y_max, z_max), LiDAR frame, metres, inclusive.
-    """
-
-    image_height: int
-    image_width: int
-    max_points: int
-    point_range: tuple[float, float, float, float, float, float]
-
-    def __post_init__(self) -> None:
-        if min(self.image_height, self.image_width, self.max_points) < 1:
-            raise ValueError(f"network input sizes must be positive, got {self}")
-        if len(self.point_range) != 6:
-            raise ValueError(f"point_range must have 6 values, got {self.point_range}")
-        lo, hi = np.asarray(self.point_range[:3]), np.asarray(self.point_range[3:])
-        if np.any(lo > hi):
-            raise ValueError(f"point_range lower bounds exceed upper bounds: {self.point_range}")
-
-    @classmethod
-    def from_config(cls, data: dict[str, Any]) -> NetworkInput:
-        """From a resolved pre-training config's `data` section."""
-        missing = [k for k in ("image_height", "image_width", "max_points", "point_range")
-                   if k not in data]
-        if missing:
-            raise ValueError(f"checkpoint config 'data' lacks {', '.join(missing)}")
-        return cls(int(data["image_height"]), int(data["image_width"]),
-                   int(data["max_points"]), tuple(float(v) for v in data["point_range"]))
+from nclr_core.network_input import (
+    NetworkInput,
+    check_frame,
+    fit_image,
+    mask_at_input,
+    select_points,
+    to_input_pixels,
+)
 
 
 @dataclass(frozen=True)
@@ -175,19 +145,50 @@ class CalibrationResult:
     quality: CalibrationQuality
 
 
-def _check_frame(image: np.ndarray, points: np.ndarray, camera: CameraModel) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3:
-        raise ValueError(f"image must be uint8 (H, W, 3) RGB, got "
-                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}")
-    if (camera.height, camera.width) != image.shape[:2]:
-        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but the camera model is "
-                         f"{camera.width}x{camera.height}")
-    if not isinstance(points, np.ndarray) or points.ndim != 2 or points.shape[1] != 4:
-        raise ValueError(f"points must be (N, 4) x y z intensity, got "
-                         f"{getattr(points, 'shape', type(points))}")
-    if not np.all(np.isfinite(points)):
-        raise ValueError("points contain NaN or infinite values (drop them first)")
+@dataclass(frozen=True)
+class NetworkFeatures:
+    """One network forward on one frame: what every matching stage reads.
+
+    used: (M,) int64 indices of the input points fed to the network, ascending.
+    A: (3, 3) affine pixel map, network px = A @ input px (homogeneous).
+    K_net: (3, 3) `A @ camera.K`, the network image's intrinsics.
+    point_feats: (M, C) float32 tensor F^P of the used points; image_feats: (C, h, w) F^I,
+        cell (i, j) centred at `feature_grid.cell_centers` (network px), stride `stride`.
+    point_scores: (M,) float32 S^P; image_scores: (h, w) float32 S^I.
+    similarity: the model's aligned similarity, (N, C) x (L, C) tensors -> (N, L) scaled
+        F̃ᴾ W_f F̃ᴵᵀ / τ (the logits of the soft matching).
+    network_matches: the network's own soft matches: `point_index` (K,) into `used`,
+        `pixels` (K, 2) float64 network px, `weights` (K,) float64.
+    image_hw: (H, W) of the input image; num_points: N, input points.
+    """
+
+    used: np.ndarray
+    A: np.ndarray
+    K_net: np.ndarray
+    point_feats: torch.Tensor
+    image_feats: torch.Tensor
+    point_scores: np.ndarray
+    image_scores: np.ndarray
+    similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    stride: int
+    network_matches: dict[str, np.ndarray]
+    image_hw: tuple[int, int]
+    num_points: int
+
+    @property
+    def pixel_scale(self) -> float:
+        """Input-image pixels per network pixel (the resize keeps the aspect ratio)."""
+        return 1.0 / float(self.A[0, 0])
+
+
+def _checked_prior(T_init: np.ndarray | None) -> np.ndarray | None:
+    """The prior as a float64 (4, 4) array, or None; ValueError when it is not one."""
+    if T_init is None:
+        return None
+    T_init = np.asarray(T_init, dtype=np.float64)
+    if T_init.shape != (4, 4) or not np.all(np.isfinite(T_init)):
+        raise ValueError(f"T_init must be a finite (4, 4) transform, got {T_init.shape}")
+    return T_init
 
 
 class Calibrator:
@@ -237,48 +238,35 @@ class Calibrator:
             raise ValueError(f"{path}: weights do not fit the configured model: {err}") from err
         return cls(model, network_input, settings, device)
 
-    # -- preprocessing --------------------------------------------------------------------
-    def _select_points(self, points: np.ndarray) -> np.ndarray:
-        """Indices (M,) of the input points fed to the network, ascending."""
-        bounds = np.asarray(self.network_input.point_range, dtype=points.dtype).reshape(2, 3)
-        xyz = points[:, :3]
-        keep = np.flatnonzero(np.all((xyz >= bounds[0]) & (xyz <= bounds[1]), axis=1))
-        if len(keep) > self.network_input.max_points:
-            rng = np.random.default_rng(self.settings.seed)
-            keep = np.sort(rng.choice(keep, size=self.network_input.max_points, replace=False))
-        return keep
-
-    def _fit_image(self, image: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised network image (3, h, w) and A (3, 3): network px = A @ input px."""
-        net_h, net_w = self.network_input.image_height, self.network_input.image_width
-        sample = {"image": image, "K": K}
-        sample = CenterCrop(net_h, net_w)(ResizeToCover(net_h, net_w)(sample))
-        A = sample["K"] @ np.linalg.inv(K)
-        return self._normalize(sample)["image"], A
-
-    def _mask_at_input(self, scores: np.ndarray, A: np.ndarray, hw: tuple[int, int]
-                       ) -> np.ndarray:
-        """(H, W) uint8 mask of the input image from stride-s cell scores (h, w)."""
-        height, width = hw
-        stride = self.model.stride
-        net_h, net_w = self.network_input.image_height, self.network_input.image_width
-        # A is a scale plus an offset per axis (resize then crop)
-        u_net = A[0, 0] * np.arange(width) + A[0, 2]
-        v_net = A[1, 1] * np.arange(height) + A[1, 2]
-        col = pixel_to_cell(np.stack((u_net, np.zeros_like(u_net)), 1), stride)[:, 0]
-        row = pixel_to_cell(np.stack((np.zeros_like(v_net), v_net), 1), stride)[:, 1]
-        map_x = np.broadcast_to(col.astype(np.float32)[None, :], (height, width))
-        map_y = np.broadcast_to(row.astype(np.float32)[:, None], (height, width))
-        sampled = cv2.remap(scores.astype(np.float32), np.ascontiguousarray(map_x),
-                            np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-        inside_u = (u_net >= -0.5) & (u_net < net_w - 0.5)
-        inside_v = (v_net >= -0.5) & (v_net < net_h - 0.5)
-        on = (sampled > self.model.image_threshold) & inside_v[:, None] & inside_u[None, :]
-        return np.where(on, MASK_ON, 0).astype(np.uint8)
-
     # -- the frame ------------------------------------------------------------------------
     @torch.inference_mode()
+    def features(self, image: np.ndarray, points: np.ndarray, camera: CameraModel
+                 ) -> NetworkFeatures:
+        """One network forward on a frame (arguments as in `calibrate`).
+
+        Raises:
+            ValueError: bad input, or no point inside the network's point range.
+        """
+        check_frame(image, points, camera)
+        used = select_points(points, self.network_input, self.settings.seed)
+        if len(used) == 0:
+            raise ValueError(f"none of the {len(points)} points lies inside the network's "
+                             f"point range {self.network_input.point_range}")
+        net_image, A = fit_image(image, camera.K, self.network_input, self._normalize)
+        sample = {"image": net_image, "points": points[used], "K": A @ camera.K}
+        out = self.model(batch_to(collate_pairs([sample]), self.device))
+        frame = out["matches"][0]
+        matches = {"point_index": frame["point_index"].cpu().numpy(),
+                   "pixels": frame["pixels"].double().cpu().numpy(),
+                   "weights": frame["weights"].double().cpu().numpy()}
+        return NetworkFeatures(
+            used=used, A=A, K_net=A @ camera.K,
+            point_feats=out["point_feats"], image_feats=out["image_feats"][0],
+            point_scores=out["point_scores"].float().cpu().numpy(),
+            image_scores=out["image_scores"][0].float().cpu().numpy(),
+            similarity=self.model.alignment.similarity, stride=self.model.stride,
+            network_matches=matches, image_hw=image.shape[:2], num_points=len(points))
+
     def calibrate(
         self,
         image: np.ndarray,
@@ -286,7 +274,7 @@ class Calibrator:
         camera: CameraModel,
         T_init: np.ndarray | None = None,
     ) -> CalibrationResult:
-        """Calibrate one frame.
+        """Calibrate one frame: `solve_global(features(image, points, camera), ...)`.
 
         Args:
             image: (H, W, 3) uint8 RGB, raw (possibly distorted) as described by `camera`.
@@ -297,34 +285,31 @@ class Calibrator:
         Raises:
             ValueError: bad input, or no point inside the network's point range.
         """
-        _check_frame(image, points, camera)
-        if T_init is not None:
-            T_init = np.asarray(T_init, dtype=np.float64)
-            if T_init.shape != (4, 4) or not np.all(np.isfinite(T_init)):
-                raise ValueError(f"T_init must be a finite (4, 4) transform, got {T_init.shape}")
-        n = len(points)
-        used = self._select_points(points)
-        if len(used) == 0:
-            raise ValueError(f"none of the {n} points lies inside the network's point range "
-                             f"{self.network_input.point_range}")
-        net_image, A = self._fit_image(image, camera.K)
-        sample = {"image": net_image, "points": points[used], "K": A @ camera.K}
-        out = self.model(batch_to(collate_pairs([sample]), self.device))
+        T_init = _checked_prior(T_init)
+        return self.solve_global(self.features(image, points, camera), points, camera, T_init)
 
-        point_scores = out["point_scores"].float().cpu().numpy()
+    def solve_global(
+        self,
+        features: NetworkFeatures,
+        points: np.ndarray,
+        camera: CameraModel,
+        T_init: np.ndarray | None = None,
+    ) -> CalibrationResult:
+        """The `global` stage: RANSAC-PnP on the network's own matches of `features` (the
+        forward on these `points` and `camera`; see `calibrate` for the arguments)."""
+        T_init = _checked_prior(T_init)
+        n, used = features.num_points, features.used
         point_overlap = np.zeros(n, dtype=np.float32)
-        point_overlap[used] = point_scores
+        point_overlap[used] = features.point_scores
         point_used = np.zeros(n, dtype=bool)
         point_used[used] = True
-        mask = self._mask_at_input(out["image_scores"][0].float().cpu().numpy(), A,
-                                   image.shape[:2])
+        mask = mask_at_input(features.image_scores, features.A, features.image_hw,
+                             self.network_input, features.stride, self.model.image_threshold)
 
-        frame = out["matches"][0]
-        index = used[frame["point_index"].cpu().numpy()]
-        net_px = frame["pixels"].double().cpu().numpy()
-        homogeneous = np.concatenate((net_px, np.ones((len(net_px), 1))), 1)
-        pixels = (homogeneous @ np.linalg.inv(A).T)[:, :2]
-        weights = frame["weights"].double().cpu().numpy()
+        frame = features.network_matches
+        index = used[frame["point_index"]]
+        pixels = to_input_pixels(features.A, frame["pixels"])
+        weights = frame["weights"]
         T, inliers, error, reason = self._solve(points[index, :3].astype(np.float64), pixels,
                                                 weights, camera, T_init)
         rot_prior, trans_prior = math.nan, math.nan
@@ -333,7 +318,7 @@ class Calibrator:
             trans_prior = float(np.linalg.norm(T_init[:3, 3] - T[:3, 3]))
             reason = self._prior_reason(rot_prior, trans_prior)
         quality = CalibrationQuality(
-            overlap_ratio=float(np.mean(point_scores > self.model.point_threshold)),
+            overlap_ratio=float(np.mean(features.point_scores > self.model.point_threshold)),
             num_points_used=len(used),
             num_matches=len(index),
             num_inliers=int(inliers.sum()),
@@ -366,15 +351,14 @@ class Calibrator:
         if usable.sum() < s.min_inliers:
             return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches{behind}"
         result = solve_pnp_ransac(
-            x3d[usable], x2d[usable], camera.K, weights=weights[usable],
+            x3d[usable], x2d[usable], camera.K,
             reproj_threshold_px=s.reprojection_threshold_px, iterations=s.ransac_iterations,
             confidence=s.ransac_confidence, seed=s.seed,
         )
-        inliers[usable] = np.asarray(result.inliers, dtype=bool)
-        if not bool(result.valid):
+        inliers[usable] = result.inliers
+        if not result.valid:
             return np.eye(4), inliers, math.nan, "RANSAC-PnP found no valid pose"
-        T = make_transform(np.asarray(result.R, dtype=np.float64),
-                           np.asarray(result.t, dtype=np.float64))
+        T = make_transform(result.R, result.t)
         error = float(result.reproj_error)
         count = int(inliers.sum())
         distance = float(np.linalg.norm(T[:3, 3]))

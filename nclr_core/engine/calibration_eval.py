@@ -41,8 +41,8 @@ from nclr_core.atomic_write import atomic_path
 from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.data.transforms import CenterCrop, ResizeToCover
 from nclr_core.engine.evaluation import PretextAccumulator
-from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import pose_errors, recall_curve
+from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import CalibrationResult, Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
@@ -79,13 +79,12 @@ def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     for b, match in enumerate(outputs["matches"]):
         result = solve_pnp_ransac(
             batch["points"][match["point_index"], :3], match["pixels"].detach(), batch["K"][b],
-            weights=match["weights"].detach().cpu(),
             reproj_threshold_px=settings.reprojection_threshold_px,
             iterations=settings.ransac_iterations, confidence=settings.ransac_confidence,
             seed=settings.seed)
         count = int(result.inliers.sum())
         ok = bool(result.valid) and count >= settings.min_inliers
-        poses.append(make_transform(result.R.numpy(), result.t.numpy()) if ok else np.eye(4))
+        poses.append(make_transform(result.R, result.t) if ok else np.eye(4))
         valid.append(ok)
         error.append(float(result.reproj_error) if ok else math.nan)
         extras.append({"num_inliers": count,

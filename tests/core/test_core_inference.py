@@ -13,6 +13,7 @@ import torch
 
 from nclr_core.engine.checkpoint import save_checkpoint
 from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import invert, make_transform, matrix_from_rpy, transform_points
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
@@ -267,3 +268,47 @@ def test_a_prior_drops_matches_behind_the_camera_and_resolves_the_turned_pose(tm
     assert with_prior.quality.valid, with_prior.quality.reason
     np.testing.assert_allclose(with_prior.T_cam_lidar, T_TRUE, atol=1e-3)
     assert with_prior.quality.num_inliers < alone.quality.num_inliers
+
+
+def test_calibrate_is_one_forward_and_the_global_stage_on_it(tmp_path):
+    """`features` runs the network once; `calibrate` = `solve_global(features(...))`: the
+    network's own matches mapped back through A⁻¹, then RANSAC-PnP on them."""
+    calibrator = Calibrator.from_checkpoint(_tiny_checkpoint(tmp_path / "tiny.pt"))
+    camera = _camera()
+    image, points = _frame(camera)
+    features = calibrator.features(image, points, camera)
+
+    m = len(features.used)
+    assert m == DATA["max_points"] and features.num_points == len(points)
+    assert features.point_feats.shape == (m, TINY_MODEL["channels"])
+    assert features.image_feats.shape == (TINY_MODEL["channels"], NET_H // 4, NET_W // 4)
+    assert features.point_scores.shape == (m,)
+    assert features.image_scores.shape == (NET_H // 4, NET_W // 4)
+    assert features.pixel_scale == pytest.approx(1 / SCALE)
+    np.testing.assert_allclose(features.K_net, features.A @ camera.K)
+    similarity = features.similarity(features.point_feats[:3], features.point_feats.new_zeros(
+        5, TINY_MODEL["channels"]) + 1)
+    assert similarity.shape == (3, 5)
+
+    result = calibrator.calibrate(image, points, camera)
+    again = calibrator.solve_global(features, points, camera)
+    np.testing.assert_array_equal(result.matches.point_index, again.matches.point_index)
+    np.testing.assert_allclose(result.matches.pixels, again.matches.pixels, atol=1e-4)
+    np.testing.assert_array_equal(result.point_used, again.point_used)
+    np.testing.assert_array_equal(result.image_overlap_mask, again.image_overlap_mask)
+
+    net = features.network_matches
+    np.testing.assert_array_equal(again.matches.point_index, features.used[net["point_index"]])
+    # by hand: input u = (u' + 32 + 0.5) / 0.32 − 0.5, v = (v' + 0.5) / 0.32 − 0.5
+    by_hand = (net["pixels"] + [CROP_X0 + 0.5, 0.5]) / SCALE - 0.5
+    np.testing.assert_allclose(again.matches.pixels, by_hand, atol=1e-9)
+    np.testing.assert_array_equal(again.matches.weights, net["weights"])
+    s = calibrator.settings
+    usable = net["weights"] > 0
+    x2d = camera.undistort_points(by_hand[usable])
+    reference = solve_pnp_ransac(points[again.matches.point_index[usable], :3], x2d, camera.K,
+                                 s.reprojection_threshold_px, s.ransac_iterations,
+                                 s.ransac_confidence, s.seed)
+    np.testing.assert_array_equal(again.matches.inliers[usable], reference.inliers)
+    assert reference.valid  # random weights, but RANSAC still finds some consensus
+    np.testing.assert_allclose(again.T_cam_lidar[:3, :3], reference.R, atol=1e-9)
