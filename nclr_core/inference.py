@@ -132,17 +132,23 @@ class Matches:
 class CalibrationResult:
     """One frame's calibration.
 
-    T_cam_lidar (4, 4) float64 (identity when the solve failed; check `quality.valid`);
-    point_overlap (N,) float32 S^P of the input points (0 where not used); point_used (N,)
-    bool; image_overlap_mask (H, W) uint8, 255 in the predicted overlap.
+    T_cam_lidar (4, 4) float64, None when no pose was solved (`solved`); a solved pose may
+    still be not valid (`quality.valid`, `quality.reason`). point_overlap (N,) float32 S^P
+    of the input points (0 where not used); point_used (N,) bool; image_overlap_mask
+    (H, W) uint8, 255 in the predicted overlap.
     """
 
-    T_cam_lidar: np.ndarray
+    T_cam_lidar: np.ndarray | None
     point_overlap: np.ndarray
     point_used: np.ndarray
     image_overlap_mask: np.ndarray
     matches: Matches
     quality: CalibrationQuality
+
+    @property
+    def solved(self) -> bool:
+        """A pose was solved (it may still have failed a check)."""
+        return self.T_cam_lidar is not None
 
 
 @dataclass(frozen=True)
@@ -333,8 +339,9 @@ class Calibrator:
 
     def _solve(self, x3d: np.ndarray, pixels: np.ndarray, weights: np.ndarray,
                camera: CameraModel, T_init: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray, float, str]:
-        """RANSAC-PnP on undistorted matches: (T_cam_lidar, inliers (K,), RMS px, reason).
+               ) -> tuple[np.ndarray | None, np.ndarray, float, str]:
+        """RANSAC-PnP on undistorted matches: (T_cam_lidar or None when nothing was solved,
+        inliers (K,), RMS px, reason).
 
         x3d (K, 3) LiDAR frame; pixels (K, 2) input image; weights (K,); with a prior T_init
         (4, 4), points it puts behind the camera are not used.
@@ -349,7 +356,7 @@ class Calibrator:
             usable &= in_front
         inliers = np.zeros(len(x3d), dtype=bool)
         if usable.sum() < s.min_inliers:
-            return np.eye(4), inliers, math.nan, f"only {int(usable.sum())} usable matches{behind}"
+            return None, inliers, math.nan, f"only {int(usable.sum())} usable matches{behind}"
         result = solve_pnp_ransac(
             x3d[usable], x2d[usable], camera.K,
             reproj_threshold_px=s.reprojection_threshold_px, iterations=s.ransac_iterations,
@@ -357,7 +364,7 @@ class Calibrator:
         )
         inliers[usable] = result.inliers
         if not result.valid:
-            return np.eye(4), inliers, math.nan, "RANSAC-PnP found no valid pose"
+            return None, inliers, math.nan, "RANSAC-PnP found no valid pose"
         T = make_transform(result.R, result.t)
         error = float(result.reproj_error)
         count = int(inliers.sum())

@@ -65,6 +65,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                                      "degrees."),
     "prior_max_translation_m": (0.5, "reject estimates farther from the prior, metres."),
     "window": (50, "per-frame estimates aggregated (sliding window)."),
+    "joint_window": (24, "frames whose matches the joint stage pools (sliding window)."),
     "min_frames": (3, "estimates needed before an aggregate is published."),
     "outlier_rotation_deg": (1.0, "aggregation outlier floor on rotation, degrees."),
     "outlier_translation_m": (0.05, "aggregation outlier floor on translation, metres."),
@@ -113,7 +114,8 @@ def online_settings(params: dict[str, Any]) -> OnlineSettings:
     """The pipeline's stages, window and drift test."""
     return OnlineSettings(
         stages=parse_stages(params["stages"]), window=params["window"],
-        min_frames=params["min_frames"], outlier_rotation_deg=params["outlier_rotation_deg"],
+        min_frames=params["min_frames"], joint_window=params["joint_window"],
+        outlier_rotation_deg=params["outlier_rotation_deg"],
         outlier_translation_m=params["outlier_translation_m"],
         max_rotation_from_prior_deg=params["prior_max_rotation_deg"],
         max_translation_from_prior_m=params["prior_max_translation_m"],

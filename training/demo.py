@@ -3,6 +3,7 @@
     python training/demo.py [--checkpoint models/nclr_synthetic.pt] [--out out/demo]
         [--frames 25] [--width 1242 --height 375] [--beams 64] [--offline]
         [--prior-deg 10 --prior-m 0.25 | --no-prior] [--threads N]
+        [--stages global,guided,joint]
 
 1. generates a short synthetic drive (one sequence) with a seed the shipped checkpoint was
    not trained on (`DEMO_SEED`; training/configs/synthetic_cpu.yaml uses seed 0);
@@ -11,8 +12,11 @@
 3. evaluates the checkpoint on the bag with `nclr-bag eval` (`nclr_ros.bag_eval`): live
    through the calibration node when rclpy works (falling back to offline if the live run
    fails), in the online regime: the prior is the ground truth rotated by --prior-deg and
-   shifted by --prior-m (METHOD.md §1: ±10°, ±25 cm);
-4. prints the per-frame and aggregated errors and where the overlays and the report are.
+   shifted by --prior-m (METHOD.md §1: ±10°, ±25 cm), through the online pipeline's
+   --stages;
+4. prints the per-frame errors, each stage's final estimate (the stage-by-stage
+   improvement), where the overlays and the report are, and last the error of the
+   pipeline's estimate with its per-axis sigmas.
 
 Everything is written under --out (`synthetic/`, `bag/`, `eval/`), replaced on each run.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "models" / "nclr_synthetic.pt"
 DEMO_SEED = 1  # held out: the shipped checkpoint was pre-trained on seed 0
+DEMO_STAGES = "global,guided,joint"
 HOW_TO_MAKE = ("make it with `python training/pretrain.py --config "
                "training/configs/synthetic_cpu.yaml` (after `python training/make_synthetic.py "
                "--out data/synthetic --sequences 5 --frames 60 --seed 0`), then copy the run's "
@@ -58,6 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="calibrate without a prior (no prior gates)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (1: reproducible estimates)")
+    parser.add_argument("--stages", default=DEMO_STAGES,
+                        help="online-calibration stages, comma-separated")
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames must be at least 1")
@@ -98,9 +105,10 @@ def evaluate_bag(args: argparse.Namespace, bag: Path, live: bool) -> dict:
 
     prior = (None, None) if args.no_prior else (args.prior_deg, args.prior_m)
     options = EvalOptions(checkpoint=args.checkpoint, out=args.out / "eval", live=live,
-                          prior_deg=prior[0], prior_m=prior[1], threads=args.threads)
+                          prior_deg=prior[0], prior_m=prior[1], threads=args.threads,
+                          stages=args.stages)
     command = " ".join(["nclr-bag", "eval", str(bag), "--checkpoint", str(args.checkpoint),
-                        "--out", str(options.out)]
+                        "--out", str(options.out), "--stages", args.stages]
                        + (["--live"] if live else [])
                        + ([] if args.no_prior else ["--prior-deg", str(args.prior_deg),
                                                     "--prior-m", str(args.prior_m)]))
@@ -142,11 +150,17 @@ def report(metrics: dict, out: Path) -> str:
                      f"{', '.join(str(eval_dir / p) for p in metrics['overlay_images'])}")
     lines.append(f"report: {eval_dir / 'metrics.json'}, {eval_dir / 'frames.csv'}, "
                  f"{eval_dir / 'error_over_time.png'}, {eval_dir / 'recall_curves.png'}")
+    for stage, e in metrics["stages"].items():
+        lines.append(f"stage {stage:7s} final estimate: RRE {e['rre_euler_deg']:.3f} deg "
+                     f"(geodesic {e['rre_geodesic_deg']:.3f} deg), RTE {e['rte_m']:.4f} m")
     aggregate = metrics["aggregate"]
     if aggregate["available"]:
-        lines.append(f"aggregated estimate over {counts['accepted']} accepted frames: "
-                     f"RRE {aggregate['rre_euler_deg']:.3f} deg (geodesic "
-                     f"{aggregate['rre_geodesic_deg']:.3f} deg), RTE {aggregate['rte_m']:.4f} m")
+        sigma_rot = "/".join(f"{v:.2f}" for v in aggregate["sigma_rot_deg"])
+        sigma_trans = "/".join(f"{v * 100:.1f}" for v in aggregate["sigma_trans_m"])
+        lines.append(f"aggregated estimate ({aggregate['stage']}, {counts['accepted']} "
+                     f"accepted frames): RRE {aggregate['rre_euler_deg']:.3f} deg (geodesic "
+                     f"{aggregate['rre_geodesic_deg']:.3f} deg), RTE {aggregate['rte_m']:.4f} m;"
+                     f" sigma x/y/z {sigma_rot} deg, {sigma_trans} cm")
     else:
         lines.append(f"aggregated estimate: none: only {counts['accepted']} frames were "
                      f"accepted, {metrics['node_parameters']['min_frames']} are needed")

@@ -63,7 +63,12 @@ from nclr_core.engine.calibration_eval import (
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.evaluation import PretextAccumulator
 from nclr_core.engine.metrics_file import write_metrics_json
-from nclr_core.engine.online_eval import make_windows, run_calls, summarize_calls
+from nclr_core.engine.online_eval import (
+    FeatureCache,
+    make_windows,
+    run_calls,
+    summarize_calls,
+)
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model, config_from_checkpoint
 from nclr_core.geometry.metrics import pose_errors
@@ -212,13 +217,15 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
     samples = [reader[i] for i in tqdm(range(count), desc="reading")]
     windows = make_windows(samples, args.group_by_calibration, args.window_frames)
     network_input = NetworkInput.from_config(to_dict(cfg.data))
-    online = OnlineSettings(stages=tuple(args.stages), min_frames=1,
-                            window=max(len(w.indices) for w in windows),
+    longest = max(len(w.indices) for w in windows)
+    online = OnlineSettings(stages=tuple(args.stages), min_frames=1, window=longest,
+                            joint_window=longest,
                             max_rotation_from_prior_deg=settings.max_rotation_from_prior_deg,
                             max_translation_from_prior_m=settings.max_translation_from_prior_m)
     summaries, rows = {}, []
     for name, model in models.items():
-        calibrator = Calibrator(model, network_input, settings, device)
+        calibrator = FeatureCache(Calibrator(model, network_input, settings, device),
+                                  online.window)
         accumulator = PretextAccumulator(threshold=model.point_threshold)
         calls = []
         for call in tqdm(run_calls(windows, samples.__getitem__,

@@ -15,11 +15,13 @@ The protocol (METHOD.md §1, §9; issues 13-14):
   axis of the error δ (`nclr_core.online.pose`) lies within 3 of its sigmas.
 
 `run_calls` returns one `CallResult` per call; `summarize_calls` turns them into the figures
-of `metrics.json` (`online`): per call and, under `stages`, per stage.
+of `metrics.json` (`online`): per call and, under `stages`, per stage. The network forward
+does not depend on the prior, so `FeatureCache` runs it once per frame for all its calls.
 """
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +30,35 @@ import numpy as np
 
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.metrics import rre_geodesic_deg
+from nclr_core.inference import Calibrator, NetworkFeatures
 from nclr_core.online.pipeline import Frame, FrameOutcome, OnlineCalibration
 from nclr_core.online.pose import pose_delta, prior_at_distance
 from nclr_core.online.records import CalibrationEstimate
 
 Sample = dict[str, Any]
+
+
+class FeatureCache:
+    """A Calibrator whose forward (`features`) is kept for the last `capacity` frame images
+    (by identity: the evaluation holds each sample's image for all its calls); everything
+    else is the wrapped Calibrator's."""
+
+    def __init__(self, calibrator: Calibrator, capacity: int) -> None:
+        self.calibrator = calibrator
+        self.capacity = max(int(capacity), 1)
+        self._kept: OrderedDict[int, tuple[np.ndarray, NetworkFeatures]] = OrderedDict()
+
+    def features(self, image: np.ndarray, points: np.ndarray, camera: CameraModel
+                 ) -> NetworkFeatures:
+        key = id(image)
+        if key not in self._kept:
+            self._kept[key] = (image, self.calibrator.features(image, points, camera))
+            while len(self._kept) > self.capacity:
+                self._kept.popitem(last=False)
+        return self._kept[key][1]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.calibrator, name)
 
 
 @dataclass(frozen=True)

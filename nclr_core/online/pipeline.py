@@ -3,20 +3,29 @@
 call it and nothing deeper (as ROS image_pipeline's camera_calibration keeps its algorithm
 apart from its node).
 
-Stages (`OnlineSettings.stages`, in this order when enabled):
+Stages (`OnlineSettings.stages`, run in this order when enabled), on one network forward
+per frame (`Calibrator.features`):
 - `global`: the network's matching over the whole cloud and RANSAC-PnP
-  (`nclr_core.inference.Calibrator`): a per-frame pose, the only stage that needs no prior.
+  (`Calibrator.solve_global`): a per-frame pose, the only stage that needs no prior;
+- `guided`: matching inside windows around the projections of a reference pose, shrunk and
+  re-projected each round (`nclr_core.online.guided`): per-frame matches and pose. The
+  reference is the prior when there is one (guiding from a running estimate drags the
+  windows along its own bias, measured), else the pipeline's estimate once it exists;
+- `joint`: one robust solve with its covariance over the pooled matches of the last
+  `joint_window` frames (`nclr_core.online.joint`): the guided frames whose matching held,
+  or without `guided` the global frames' RANSAC inliers.
 
 The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
 0. cloud intensities are brought to [0, 1] (`OnlineSettings.intensity_full_scale`);
-1. a frame the Calibrator refuses as bad input gives a record with the reason and no pose;
-2. a per-frame pose is *valid* when it passed the Calibrator's checks (inliers, |t|, and with
-   a prior the distance to it);
-3. a valid pose is *accepted* when the stage's window (`TemporalEstimator`: the prior
-   bounds again, a sliding window of `window` poses) takes it, weighted by its RANSAC
-   inlier count;
-4. the stage's estimate is the window's robust weighted mean once it holds `min_frames`
-   poses, with the covariance of that mean (`TemporalEstimator`);
+1. a frame the network refuses as bad input gives a record with the reason and no pose;
+2. a per-frame pose is *valid* when it passed its stage's checks (global: the Calibrator's
+   inliers, |t| and prior distance; guided: the matching held, `GuidedResult.poolable`);
+3. a valid pose is *accepted* when its stage's window (`TemporalEstimator`: the prior
+   bounds again, a sliding window of `window` poses) takes it, weighted by its inlier
+   count; a frame's record reports its last per-frame stage (guided when enabled);
+4. a per-frame stage's estimate is its window's robust weighted mean once it holds
+   `min_frames` poses, with the covariance of that mean; the joint stage's is its solve over
+   at least `min_frames` pooled frames;
 5. the pipeline's estimate is that of the last enabled stage that is solved.
 
 Drift (`drift()`): with an installed calibration (the prior), the estimate has drifted when
@@ -27,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,23 +44,29 @@ import numpy as np
 from nclr_core.data.intensity import IntensityNormalizer
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.inference import CalibrationResult, Calibrator
+from nclr_core.online.guided import GuidedResult, GuidedSettings, match_guided
+from nclr_core.online.joint import JointSettings, solve_joint
+from nclr_core.online.matches import FrameMatches
 from nclr_core.online.pose import pose_delta
 from nclr_core.online.records import NO_SIGMA, CalibrationEstimate, FrameRecord
 from nclr_core.temporal_estimator import TemporalEstimator
 
-STAGES = ("global",)
+STAGES = ("global", "guided", "joint")
+PER_FRAME_STAGES = ("global", "guided")
 AXES = ("x", "y", "z")
 
 
 @dataclass(frozen=True)
 class OnlineSettings:
-    """What the pipeline does (the per-frame solve's settings are the Calibrator's).
+    """What the pipeline does (the global solve's settings are the Calibrator's).
 
     stages: enabled stages, a subset of STAGES.
-    window, min_frames: poses kept per stage / needed before a stage has an estimate.
-    outlier_rotation_deg, outlier_translation_m: the window's outlier floors.
+    window, min_frames: poses kept per per-frame stage / needed before a stage has an
+        estimate (the joint stage: frames pooled).
+    outlier_rotation_deg, outlier_translation_m: the per-frame windows' outlier floors.
     max_rotation_from_prior_deg, max_translation_from_prior_m: with a prior, poses farther
         from it are refused (None: no bound).
+    guided, joint: the guided and joint stages' settings; joint_window: frames pooled.
     drift_sigmas, drift_min_rotation_deg, drift_min_translation_m: the drift test.
     intensity_full_scale: the LiDAR's intensity full scale (e.g. 255.0), divided out so the
         stages see [0, 1] (`nclr_core.data.intensity`); None: found from the clouds.
@@ -63,6 +79,9 @@ class OnlineSettings:
     outlier_translation_m: float = 0.05
     max_rotation_from_prior_deg: float | None = 15.0
     max_translation_from_prior_m: float | None = 0.5
+    guided: GuidedSettings = field(default_factory=GuidedSettings)
+    joint: JointSettings = field(default_factory=JointSettings)
+    joint_window: int = 24
     drift_sigmas: float = 3.0
     drift_min_rotation_deg: float = 0.1
     drift_min_translation_m: float = 0.01
@@ -75,8 +94,8 @@ class OnlineSettings:
             raise ValueError(f"stages must be distinct names among {', '.join(STAGES)}, "
                              f"got {list(stages)}")
         object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
-        if self.window < 1 or self.min_frames < 1:
-            raise ValueError("window and min_frames must be at least 1")
+        if min(self.window, self.min_frames, self.joint_window) < 1:
+            raise ValueError("window, min_frames and joint_window must be at least 1")
         if not self.drift_sigmas > 0:
             raise ValueError("drift_sigmas must be positive")
 
@@ -95,9 +114,9 @@ class Frame:
 
 @dataclass(frozen=True)
 class FrameOutcome:
-    """A processed frame: its record, the network's per-frame outputs (overlap scores and
-    mask; None when the network did not run) and, when the frame was refused as bad input,
-    why (else "")."""
+    """A processed frame: its record, the network's per-frame outputs (the global solve:
+    overlap scores and mask, matches; None when the network did not run) and, when the
+    frame was refused as bad input, why (else "")."""
 
     record: FrameRecord
     network: CalibrationResult | None
@@ -155,20 +174,35 @@ class _WindowStage:
         return True
 
 
+@dataclass(frozen=True)
+class _PerFrame:
+    """One per-frame stage's outcome on a frame (the record's fields)."""
+
+    stage: str
+    T: np.ndarray | None
+    valid: bool
+    accepted: bool
+    reason: str
+    inliers: int
+    error_px: float
+
+
 class OnlineCalibration:
     """Online calibration over a stream of frames (see the module docstring).
 
     Args:
-        calibrator: the network's per-frame calibrator (needed by `global`).
-        settings: stages, window and drift test.
-        prior: (4, 4) installed / rough T_cam_lidar, or None (only `global` works then).
+        calibrator: the network's per-frame calibrator (needed by every stage).
+        settings: stages, windows and drift test.
+        prior: (4, 4) installed / rough T_cam_lidar, or None (then `guided` waits for the
+            global stage's estimate).
     """
 
     def __init__(self, calibrator: Calibrator | None, settings: OnlineSettings | None = None,
                  prior: np.ndarray | None = None) -> None:
         self.settings = settings or OnlineSettings()
-        if "global" in self.settings.stages and calibrator is None:
-            raise ValueError("stage 'global' needs a network (a checkpoint)")
+        if calibrator is None:
+            raise ValueError(f"stages {', '.join(self.settings.stages)} need a network (a "
+                             "checkpoint)")
         if prior is not None:
             prior = np.asarray(prior, dtype=np.float64)
             if prior.shape != (4, 4) or not np.all(np.isfinite(prior)):
@@ -176,60 +210,102 @@ class OnlineCalibration:
         self.calibrator = calibrator
         self.prior = prior
         self.intensity = IntensityNormalizer(self.settings.intensity_full_scale)
-        self._stages: dict[str, _WindowStage] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget every frame (e.g. after the sensors were moved)."""
         s = self.settings
         with_prior = self.prior is not None
-        self._stages = {name: _WindowStage(name, TemporalEstimator(
+        self._windows = {name: _WindowStage(name, TemporalEstimator(
             window=s.window, min_frames=s.min_frames,
             outlier_rotation_deg=s.outlier_rotation_deg,
             outlier_translation_m=s.outlier_translation_m, T_init=self.prior,
             max_rotation_from_prior_deg=s.max_rotation_from_prior_deg if with_prior else None,
             max_translation_from_prior_m=s.max_translation_from_prior_m if with_prior
-            else None)) for name in s.stages}
+            else None)) for name in s.stages if name in PER_FRAME_STAGES}
+        self._pool: deque[FrameMatches] = deque(maxlen=s.joint_window)
+        self._joint = CalibrationEstimate.unsolved("joint", "no frame pooled yet")
 
     # -- frames ---------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameOutcome:
         """Run the enabled stages on one frame; the record says what became of it.
 
-        Raises nothing for bad input: a frame the Calibrator refuses (ValueError) is a record
+        Raises nothing for bad input: a frame the network refuses (ValueError) is a record
         with the reason and no pose.
         """
         start = time.monotonic()
-        stage = self._stages["global"]
         try:
             points = self.intensity(frame.points)
-            result = self.calibrator.calibrate(frame.image, points, frame.camera, self.prior)
+            features = self.calibrator.features(frame.image, points, frame.camera)
         except ValueError as err:
-            return FrameOutcome(self._record(frame, start, stage="global", T=None,
-                                             valid=False, accepted=False, reason=str(err),
-                                             inliers=0, error_px=math.nan,
-                                             overlap=math.nan), None, str(err))
-        quality = result.quality
-        solved = not np.array_equal(result.T_cam_lidar, np.eye(4))
-        accepted = quality.valid and stage.add(
-            result.T_cam_lidar, weight=float(max(quality.num_inliers, 1)))
-        reason = "" if accepted else (
-            quality.reason or "outside the prior bounds of the window")
-        record = self._record(frame, start, stage="global",
-                              T=result.T_cam_lidar if solved else None,
-                              valid=quality.valid, accepted=accepted, reason=reason,
-                              inliers=quality.num_inliers,
-                              error_px=quality.reprojection_error_px,
-                              overlap=quality.overlap_ratio)
-        return FrameOutcome(record, result)
+            refused = _PerFrame(self.settings.stages[0], None, False, False, str(err), 0,
+                                math.nan)
+            return FrameOutcome(self._record(frame, start, refused, math.nan), None, str(err))
+        network = self.calibrator.solve_global(features, points, frame.camera, self.prior)
+        per_frame = self._global(network) if "global" in self._windows else None
+        poolable: FrameMatches | None = None
+        if per_frame is not None and per_frame.accepted:
+            poolable = FrameMatches.from_global(network, frame.camera, features.pixel_scale)
+        if "guided" in self._windows:
+            per_frame, poolable = self._guided(features, points, frame.camera)
+        if "joint" in self.settings.stages:
+            self._update_joint(poolable)
+        return FrameOutcome(self._record(frame, start, per_frame,
+                                         network.quality.overlap_ratio), network)
 
-    def _record(self, frame: Frame, start: float, *, stage: str, T: np.ndarray | None,
-                valid: bool, accepted: bool, reason: str, inliers: int, error_px: float,
+    def _global(self, network: CalibrationResult) -> _PerFrame:
+        quality = network.quality
+        accepted = quality.valid and self._windows["global"].add(
+            network.T_cam_lidar, weight=float(max(quality.num_inliers, 1)))
+        return _PerFrame("global", network.T_cam_lidar, quality.valid, accepted,
+                         "" if accepted else quality.reason or _OUTSIDE_PRIOR_BOUNDS,
+                         quality.num_inliers, quality.reprojection_error_px)
+
+    def _guided(self, features, points: np.ndarray, camera: CameraModel
+                ) -> tuple[_PerFrame, FrameMatches | None]:
+        """The guided stage's per-frame outcome and the matches it adds to the pool."""
+        reference = self.prior if self.prior is not None else self.estimate().T_cam_lidar
+        if reference is None:
+            return _PerFrame("guided", None, False, False, "no reference pose yet (no prior, "
+                             "no estimate)", 0, math.nan), None
+        guided: GuidedResult = match_guided(features, points, camera, reference,
+                                            self.settings.guided)
+        inliers = int(guided.inliers.sum())
+        T = None if guided.estimate is None else guided.estimate.T_cam_lidar
+        accepted = guided.poolable and self._windows["guided"].add(
+            T, weight=float(max(inliers, 1)))
+        reason = "" if accepted else guided.reason or _OUTSIDE_PRIOR_BOUNDS
+        matches = guided.matches if guided.poolable else None
+        return _PerFrame("guided", T, guided.poolable, accepted, reason, inliers,
+                         math.nan), matches
+
+    def _update_joint(self, matches: FrameMatches | None) -> None:
+        """Pool a frame's matches (when it has any) and solve the window again."""
+        if matches is None:
+            return
+        self._pool.append(matches)
+        if len(self._pool) < self.settings.min_frames:
+            self._joint = CalibrationEstimate.unsolved(
+                "joint", f"{len(self._pool)} of {self.settings.min_frames} frames pooled",
+                len(self._pool))
+            return
+        start = self._joint.T_cam_lidar if self._joint.solved else self.prior
+        result = solve_joint(list(self._pool), self.settings.joint, start)
+        self._joint = (CalibrationEstimate(True, result.estimate, "joint", len(self._pool),
+                                           warnings=result.warnings) if result.solved
+                       else CalibrationEstimate.unsolved("joint", result.reason,
+                                                         len(self._pool)))
+
+    def _record(self, frame: Frame, start: float, per_frame: _PerFrame | None,
                 overlap: float) -> FrameRecord:
+        if per_frame is None:  # the joint stage alone: no per-frame pose
+            per_frame = _PerFrame("", None, False, False, "", 0, math.nan)
         estimate = self.estimate()
         pose = estimate.pose
         return FrameRecord(
-            frame.image_stamp, frame.cloud_stamp, stage, T, valid, accepted, reason, inliers,
-            error_px, overlap, estimate.T_cam_lidar,
+            frame.image_stamp, frame.cloud_stamp, per_frame.stage, per_frame.T,
+            per_frame.valid, per_frame.accepted, per_frame.reason, per_frame.inliers,
+            per_frame.error_px, overlap, estimate.T_cam_lidar,
             aggregate_stage=estimate.stage if estimate.solved else "",
             aggregate_sigma_rot_deg=NO_SIGMA.copy() if pose is None else pose.sigma_rot_deg,
             aggregate_sigma_trans_m=NO_SIGMA.copy() if pose is None else pose.sigma_trans_m,
@@ -240,7 +316,10 @@ class OnlineCalibration:
     # -- estimates ------------------------------------------------------------------------
     def estimates(self) -> dict[str, CalibrationEstimate]:
         """Each enabled stage's current estimate, in stage order."""
-        return {name: stage.estimate for name, stage in self._stages.items()}
+        out = {name: stage.estimate for name, stage in self._windows.items()}
+        if "joint" in self.settings.stages:
+            out["joint"] = self._joint
+        return out
 
     def estimate(self) -> CalibrationEstimate:
         """The pipeline's estimate: the last enabled stage's that is solved (else the last
@@ -266,3 +345,6 @@ class OnlineCalibration:
         axes = tuple(f"rotation {a}" for a, hit in zip(AXES, rot, strict=True) if hit) + \
             tuple(f"translation {a}" for a, hit in zip(AXES, trans, strict=True) if hit)
         return DriftReport(bool(axes), axes, diff_deg, diff_m, sig_deg, sig_m)
+
+
+_OUTSIDE_PRIOR_BOUNDS = "outside the prior bounds of the window"

@@ -270,7 +270,16 @@ def test_a_prior_drops_matches_behind_the_camera_and_resolves_the_turned_pose(tm
     assert with_prior.quality.num_inliers < alone.quality.num_inliers
 
 
-def test_calibrate_is_one_forward_and_the_global_stage_on_it(tmp_path):
+@pytest.fixture()
+def single_threaded():
+    """Two forwards agree bit for bit only single-threaded (float summation order)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_calibrate_is_one_forward_and_the_global_stage_on_it(tmp_path, single_threaded):
     """`features` runs the network once; `calibrate` = `solve_global(features(...))`: the
     network's own matches mapped back through A⁻¹, then RANSAC-PnP on them."""
     calibrator = Calibrator.from_checkpoint(_tiny_checkpoint(tmp_path / "tiny.pt"))

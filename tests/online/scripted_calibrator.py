@@ -1,6 +1,7 @@
 """A stand-in for `Calibrator.calibrate` that hands out preset per-frame results: what the
 online pipeline's policy tests feed it (the policy, not the network, is under test)."""
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -20,19 +21,32 @@ def result(T, valid=True, inliers=100, reason=""):
     empty = np.zeros(0)
     matches = Matches(empty.astype(int), np.zeros((0, 3)), np.zeros((0, 2)), empty,
                       empty.astype(bool))
-    return CalibrationResult(np.asarray(T, float), np.zeros(10, np.float32),
-                             np.ones(10, bool), np.zeros((480, 640), np.uint8), matches,
-                             quality)
+    T = None if T is None else np.asarray(T, float)
+    return CalibrationResult(T, np.zeros(10, np.float32), np.ones(10, bool),
+                             np.zeros((480, 640), np.uint8), matches, quality)
 
 
 class ScriptedCalibrator:
-    """Hands out preset per-frame results (or raises preset errors), in order."""
+    """Hands out preset per-frame results (or raises preset errors from the forward), in
+    order, through the Calibrator's two steps: `features` then `solve_global`."""
 
     def __init__(self, results):
         self.results = list(results)
 
-    def calibrate(self, image, points, camera, T_init=None):
+    def features(self, image, points, camera):
         result = self.results.pop(0)
         if isinstance(result, Exception):
             raise result
-        return result
+        self.points = points
+        return ScriptedFeatures(result)
+
+    def solve_global(self, features, points, camera, T_init=None):
+        return features.result
+
+
+@dataclass(frozen=True)
+class ScriptedFeatures:
+    """Stands for one forward's `NetworkFeatures`: carries the scripted result."""
+
+    result: CalibrationResult
+    pixel_scale: float = 3.0

@@ -10,7 +10,9 @@ import pytest
 from scripted_calibrator import FRAME, T_TRUE, ScriptedCalibrator
 from scripted_calibrator import result as _result
 
-from nclr_core.online.pipeline import OnlineCalibration, OnlineSettings
+from nclr_core.geometry.camera import CameraModel
+from nclr_core.inference import Matches
+from nclr_core.online.pipeline import Frame, OnlineCalibration, OnlineSettings
 from nclr_core.online.pose import prior_at_distance
 from nclr_core.online.records import FrameRecord
 
@@ -52,7 +54,7 @@ def test_bad_input_is_a_record_without_a_pose():
 
 
 def test_an_unsolved_frame_has_no_pose_not_an_identity():
-    _, records = _run([_result(np.eye(4), valid=False, reason="RANSAC-PnP found no valid pose")])
+    _, records = _run([_result(None, valid=False, reason="RANSAC-PnP found no valid pose")])
     assert records[0].T_cam_lidar is None and not records[0].solved
 
 
@@ -101,19 +103,53 @@ def test_frame_record_text_round_trip_is_exact():
 def test_settings_name_unknown_stages():
     with pytest.raises(ValueError, match="stages"):
         OnlineSettings(stages=("global", "magic"))
-    with pytest.raises(ValueError, match="needs a network"):
+    with pytest.raises(ValueError, match="need a network"):
         OnlineCalibration(None, OnlineSettings(stages=("global",)))
 
 
 def test_intensities_reach_the_network_in_zero_one():
-    class Recording(ScriptedCalibrator):
-        def calibrate(self, image, points, camera, T_init=None):
-            self.seen = points[:, 3].copy()
-            return super().calibrate(image, points, camera, T_init)
-
-    calibrator = Recording([_result(T_TRUE)])
+    calibrator = ScriptedCalibrator([_result(T_TRUE)])
     pipeline = OnlineCalibration(calibrator, OnlineSettings(min_frames=1))
     points = FRAME.points.copy()
     points[:, 3] = np.linspace(0.0, 255.0, len(points))
     pipeline.process(dataclasses.replace(FRAME, points=points))
-    assert calibrator.seen.max() == pytest.approx(1.0) and pipeline.intensity.full_scale == 255
+    assert calibrator.points[:, 3].max() == pytest.approx(1.0)
+    assert pipeline.intensity.full_scale == 255
+
+
+def _matched(T, rng, valid=True, offset_px=0.0):
+    """A scripted global result whose RANSAC inliers are 300 matches of the pose T (2 px
+    noise), shifted by offset_px (a wrong frame)."""
+    from online_scene import K, seen_points
+
+    points, uv = seen_points(rng, 300, T=T)
+    pixels = uv + rng.normal(0.0, 2.0, uv.shape) + offset_px
+    matches = Matches(np.arange(300), points, pixels, np.ones(300), np.ones(300, bool))
+    return dataclasses.replace(_result(T, valid=valid), matches=matches), K
+
+
+def test_the_joint_stage_pools_only_accepted_frames():
+    from online_scene import HEIGHT, WIDTH
+    from online_scene import T_TRUE as T_SCENE
+
+    rng = np.random.default_rng(3)
+    good = [_matched(T_SCENE, rng) for _ in range(3)]
+    bad, K = _matched(T_SCENE, rng, valid=False, offset_px=40.0)
+    camera = CameraModel(K, WIDTH, HEIGHT)
+    frame = Frame(np.zeros((HEIGHT, WIDTH, 3), np.uint8), np.zeros((10, 4), np.float32), camera)
+    pipeline = OnlineCalibration(
+        ScriptedCalibrator([bad] + [result for result, _ in good]),
+        OnlineSettings(stages=("global", "joint"), min_frames=3, outlier_translation_m=1.0))
+    records = [pipeline.process(frame).record for _ in range(4)]
+    joint = pipeline.estimates()["joint"]
+    assert joint.solved and joint.num_frames == 3  # the invalid frame was not pooled
+    assert records[-1].aggregate_stage == "joint"
+    assert np.linalg.norm(joint.T_cam_lidar[:3, 3] - T_SCENE[:3, 3]) < 0.05
+    assert np.all(joint.pose.sigma_trans_m > 0)
+    assert set(records[-1].stage_estimates) == {"global", "joint"}
+
+
+def test_guided_needs_a_reference_pose():
+    pipeline, records = _run([_result(T_TRUE)], OnlineSettings(stages=("guided",)))
+    assert records[0].stage == "guided" and not records[0].solved
+    assert "no reference pose" in records[0].reason
