@@ -1,0 +1,137 @@
+"""The refinement's objective: how well a window's LiDAR depth edges land on image edges.
+
+For a pose `apply_delta(T_ref, δ)` (δ = (ω, ρ), `nclr_core.online.pose`), every frame's
+edge points are projected through its camera (lens distortion included) and read off the
+frame's spread edge map (mean subtracted, `refine_features.spread_edges`) by bilinear
+interpolation. The objective is the weighted mean of those scores over all the window's
+points; a point that leaves the image scores 0, what a random pixel scores on average.
+The point set is fixed when the objective is built (the points in view at `T_ref`), so
+that the objective cannot grow by bringing more points into view.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from nclr_core.geometry.camera import CameraModel
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeFrame:
+    """One frame's fixed edge points and its spread edge map.
+
+    points_rotated: (M, 3) LiDAR edge points rotated into the camera frame by T_ref's
+    rotation (not yet translated); weights (M,); cells (M,) int64 the image tile each point
+    falls in at T_ref (for the clustered statistics); score_map (H, W) float32 of the
+    camera's image size.
+    """
+
+    points_rotated: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    cells: NDArray[np.int64]
+    camera: CameraModel
+    score_map: NDArray[np.float32]
+
+
+def _same_camera(a: CameraModel, b: CameraModel) -> bool:
+    return (a.width == b.width and a.height == b.height and a.distortion == b.distortion
+            and np.array_equal(a.K, b.K) and np.array_equal(a.D, b.D))
+
+
+@dataclass(frozen=True, eq=False)
+class _CameraGroup:
+    """The frames seen through one camera, stacked: points (M, 3), weights (M,), each
+    point's offset (M,) into `maps` (the frames' score maps flattened one after another),
+    and each point's cluster (M,) over the whole window."""
+
+    camera: CameraModel
+    points: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    offsets: NDArray[np.int64]
+    clusters: NDArray[np.int64]
+    maps: NDArray[np.float32]
+
+
+def _group_by_camera(frames: Sequence[EdgeFrame], cell_count: int) -> list[_CameraGroup]:
+    groups: list[list[tuple[int, EdgeFrame]]] = []
+    for index, frame in enumerate(frames):
+        for group in groups:
+            if _same_camera(group[0][1].camera, frame.camera):
+                group.append((index, frame))
+                break
+        else:
+            groups.append([(index, frame)])
+    out = []
+    for group in groups:
+        size = group[0][1].score_map.size
+        out.append(_CameraGroup(
+            camera=group[0][1].camera,
+            points=np.concatenate([f.points_rotated for _, f in group]),
+            weights=np.concatenate([f.weights for _, f in group]),
+            offsets=np.concatenate([np.full(len(f.weights), k * size, np.int64)
+                                    for k, (_, f) in enumerate(group)]),
+            clusters=np.concatenate([f.cells + i * cell_count for i, f in group]),
+            maps=np.concatenate([f.score_map.reshape(-1) for _, f in group])))
+    return out
+
+
+def _bilinear(maps: NDArray[np.float32], offsets: NDArray[np.int64], width: int, height: int,
+              uv: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Values (N,) of the maps (flattened (H, W) images one after another, each point's image
+    starting at its offset) at pixels uv (N, 2); 0 outside the image or for NaN uv."""
+    u, v = uv[:, 0], uv[:, 1]
+    with np.errstate(invalid="ignore"):
+        inside = np.flatnonzero((u >= 0.0) & (u <= width - 1.0) & (v >= 0.0)
+                                & (v <= height - 1.0))
+    u, v = u[inside], v[inside]
+    u0 = np.minimum(u.astype(np.int64), width - 2)
+    v0 = np.minimum(v.astype(np.int64), height - 2)
+    fu, fv = u - u0, v - v0
+    i00 = offsets[inside] + v0 * width + u0
+    top = maps[i00] * (1.0 - fu) + maps[i00 + 1] * fu
+    bottom = maps[i00 + width] * (1.0 - fu) + maps[i00 + width + 1] * fu
+    out = np.zeros(len(uv))
+    out[inside] = top * (1.0 - fv) + bottom * fv
+    return out
+
+
+class WindowObjective:
+    """J(δ) over a window of `EdgeFrame`s sharing one extrinsic, around `t_ref` (3,) (the
+    translation of T_ref; rotations are already applied to the frames' points).
+    `cell_count`: tiles per frame (the clusters of `cluster_sums`)."""
+
+    def __init__(self, frames: Sequence[EdgeFrame], t_ref: NDArray[np.float64],
+                 cell_count: int) -> None:
+        self.t_ref = np.asarray(t_ref, dtype=np.float64)
+        self.cluster_count = cell_count * len(frames)
+        self.groups = _group_by_camera(frames, cell_count)
+        self.total_weight = float(sum(g.weights.sum() for g in self.groups))
+        if self.total_weight <= 0.0:
+            raise ValueError("the window has no weighted edge points")
+
+    def _scores(self, delta: NDArray) -> list[NDArray[np.float64]]:
+        """Per camera group, each point's weighted score (M,) at δ (6,)."""
+        delta = np.asarray(delta, dtype=np.float64)
+        R = Rotation.from_rotvec(delta[:3]).as_matrix()
+        t = self.t_ref + delta[3:]
+        scores = []
+        for g in self.groups:
+            uv, _ = g.camera.project(g.points @ R.T + t)
+            scores.append(g.weights * _bilinear(g.maps, g.offsets, g.camera.width,
+                                                g.camera.height, uv))
+        return scores
+
+    def __call__(self, delta: NDArray) -> float:
+        """J(δ): weighted mean score of the window's edge points."""
+        return float(sum(s.sum() for s in self._scores(delta))) / self.total_weight
+
+    def cluster_sums(self, delta: NDArray) -> NDArray[np.float64]:
+        """(frames * tiles,) each (frame, image tile)'s share of J(δ); they sum to J."""
+        sums = np.zeros(self.cluster_count)
+        for g, scores in zip(self.groups, self._scores(delta), strict=True):
+            sums += np.bincount(g.clusters, scores, minlength=self.cluster_count)
+        return sums / self.total_weight
