@@ -14,13 +14,9 @@ from scipy.optimize import minimize
 
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.projection import project_points_with_camera
+from nclr_core.online.lidar_edges import ContourSettings, contour_points
 from nclr_core.online.pose import PoseEstimate, apply_delta
-from nclr_core.online.refine_features import (
-    depth_edge_weights,
-    grey_level,
-    image_edges,
-    spread_edges,
-)
+from nclr_core.online.refine_features import grey_level, image_edges, spread_edges
 from nclr_core.online.refine_objective import EdgeFrame, WindowObjective
 
 
@@ -54,8 +50,8 @@ class RefineSettings:
     max_translation_m: float = 0.3
     """Bound: the estimate may move at most this far (m) from the start pose."""
     min_jump_m: float = 0.5
-    """A LiDAR point is a depth-edge point when its farther scan-line neighbour is at least
-    this much farther (m)."""
+    """Two neighbouring LiDAR returns are an occluding contour when the far one is at least
+    this much farther (m) (`lidar_edges`)."""
     max_jump_m: float = 10.0
     """Jumps are capped here before the square root (a point in front of the sky is no more
     an edge than one 10 m in front of a wall)."""
@@ -64,22 +60,36 @@ class RefineSettings:
     max_breaks: int = 2
     """An edge point with more depth breaks (pairs differing by min_jump_m) than this among
     its 2 * clutter_window neighbour pairs is clutter (foliage), not an object's contour."""
+    beam_divergence_deg: float = 0.15
+    """The LiDAR's beam divergence (deg): where between a near and a far return the contour
+    is placed (`lidar_edges`). Mechanical spinning LiDARs have 0.1-0.2 deg (2-3 mrad); a
+    ray-cast simulator has 0."""
     neighbour_gap_steps: float = 3.0
     """Scan-line neighbours farther apart than this many azimuth steps are not neighbours."""
     min_depth_m: float = 1.0
     """Edge points nearer to the camera than this (m, at the start pose) are not used."""
-    decay_deg: tuple[float, ...] = (1.0, 0.4, 0.15)
-    """Coarse to fine: the image edges' reward halves every this many degrees of view angle
-    (converted to pixels with each camera's focal length), one level per entry."""
+    grid_points: int = 13
+    """Coarsest level: the rotation is first searched on a grid of this many points per axis
+    spanning +-max_rotation_deg; the grid step is also that level's kernel (decay below)."""
+    finest_decay_deg: float = 0.15
+    """Finest level's kernel: the image edges' reward halves every this many degrees of view
+    angle (converted to pixels with each camera's focal length)."""
+    level_ratio: float = 2.5
+    """Coarse to fine: each level's kernel is this much narrower than the previous one."""
     blur_fraction: float = 0.0
     """Each level's image is smoothed (Gaussian sigma) by this fraction of its decay before
     its edges are taken: coarse levels see coarse edges (an image pyramid in effect)."""
+    local_mean_decays: float = 8.0
+    """When positive, the spread edge map has its local mean (a box of +-this many decays)
+    subtracted instead of its global mean: landing in a textured region scores no better
+    than its surroundings, only edges that stand out attract."""
     self_weight: float = 1.0 / 3.0
     """Share of the raw edge map in the spread map (Levinson & Thrun's alpha)."""
-    grid_step_deg: float = 1.0
-    """Coarsest level: the rotation is first searched on a grid of this step over the bounds."""
     starts: int = 4
     """Coarsest level: the local search starts from the best this many grid cells."""
+    restarts: int = 3
+    """Nelder-Mead restarts from its own result with a fresh simplex while it still improves
+    (a collapsed simplex stops early in the flat valleys of this objective)."""
     hypotheses: int = 3
     """Distinct maxima carried from each level to the next (the finest level picks the
     best): a wider kernel's maximum may be biased by nearby texture edges."""
@@ -115,14 +125,15 @@ class RefineResult:
 
 def _edge_points(frame: RefineFrame, T_start: NDArray, settings: RefineSettings
                  ) -> tuple[NDArray, NDArray]:
-    """LiDAR-frame edge points (M, 3) in view at T_start and their weights (M,)."""
-    weights = depth_edge_weights(frame.points, frame.ring, settings.min_jump_m,
-                                 settings.max_jump_m, settings.neighbour_gap_steps,
-                                 settings.clutter_window, settings.max_breaks)
-    edge = weights > 0.0
-    points = np.asarray(frame.points[edge, :3], dtype=np.float64)
-    view = project_points_with_camera(points, T_start, frame.camera, settings.min_depth_m)
-    return points[view.in_image], weights[edge][view.in_image]
+    """LiDAR-frame contour points (M, 3) in view at T_start and their weights (M,)."""
+    contours = contour_points(frame.points, frame.ring, ContourSettings(
+        min_jump_m=settings.min_jump_m, max_jump_m=settings.max_jump_m,
+        neighbour_gap_steps=settings.neighbour_gap_steps,
+        clutter_window=settings.clutter_window, max_breaks=settings.max_breaks,
+        beam_divergence_deg=settings.beam_divergence_deg))
+    view = project_points_with_camera(contours.points, T_start, frame.camera,
+                                      settings.min_depth_m)
+    return contours.points[view.in_image], contours.weights[view.in_image]
 
 
 def _tiles(uv: NDArray, camera: CameraModel, cell_px: int) -> tuple[NDArray, int]:
@@ -164,7 +175,8 @@ class _Window:
         for frame, rotated, weights, cells, _, grey in self.parts:
             decay_px = abs(frame.camera.K[0, 0]) * np.radians(decay_deg)
             edges = image_edges(grey, self.settings.blur_fraction * decay_px)
-            score = spread_edges(edges, decay_px, self.settings.self_weight)
+            score = spread_edges(edges, decay_px, self.settings.self_weight,
+                                 self.settings.local_mean_decays * decay_px)
             frames.append(EdgeFrame(rotated, weights, cells, frame.camera, score))
         return WindowObjective(frames, self.T_start[:3, 3], self.cell_count)
 
@@ -182,19 +194,33 @@ def _local_search(J: WindowObjective, start: NDArray, scale: NDArray,
         delta = x * scale
         return np.inf if not _within_bounds(delta, settings) else -J(delta)
 
-    x0 = start / scale
-    simplex = np.vstack([x0, x0 + np.eye(6)])
-    result = minimize(negative, x0, method="Nelder-Mead",
-                      options={"initial_simplex": simplex, "xatol": 0.02, "fatol": 1e-6,
-                               "maxfev": 1500})
-    return result.x * scale, -float(result.fun)
+    x, value = start / scale, negative(start / scale)
+    for _ in range(1 + settings.restarts):
+        simplex = np.vstack([x, x + np.eye(6)])
+        result = minimize(negative, x, method="Nelder-Mead",
+                          options={"initial_simplex": simplex, "xatol": 0.02, "fatol": 1e-6,
+                                   "maxfev": 1500})
+        improved = value - result.fun > 1e-4
+        x, value = result.x, min(value, float(result.fun))
+        if not improved:
+            break
+    return x * scale, -value
+
+
+def decay_schedule(settings: RefineSettings) -> list[float]:
+    """The levels' kernels (deg), coarse to fine: from the grid step to finest_decay_deg in
+    equal ratios, the number of steps the one that brings the ratio nearest level_ratio."""
+    coarsest = 2.0 * settings.max_rotation_deg / (settings.grid_points - 1)
+    span = np.log(max(coarsest, settings.finest_decay_deg) / settings.finest_decay_deg)
+    steps = max(int(round(span / np.log(settings.level_ratio))), 1)
+    return [float(d) for d in np.exp(np.log(coarsest) - span * np.arange(steps + 1) / steps)]
 
 
 def _grid_maxima(J: WindowObjective, settings: RefineSettings) -> list[NDArray]:
     """δ (6,) of the best `settings.starts` local maxima of J on a grid of rotations within
     the bounds (zero translation), best first."""
-    n = int(np.floor(settings.max_rotation_deg / settings.grid_step_deg))
-    axis = np.arange(-n, n + 1) * settings.grid_step_deg
+    axis = np.linspace(-settings.max_rotation_deg, settings.max_rotation_deg,
+                       settings.grid_points)
     omega_deg = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
     inside = np.linalg.norm(omega_deg, axis=-1) <= settings.max_rotation_deg
     values = np.full(inside.shape, -np.inf)
@@ -255,7 +281,7 @@ def refine(frames: Sequence[RefineFrame], T_start: NDArray,
                        f"{settings.min_edge_points}")
     depth = window.median_depth()
     hypotheses: list[NDArray] = []
-    for level, decay_deg in enumerate(settings.decay_deg):
+    for level, decay_deg in enumerate(decay_schedule(settings)):
         J = window.objective(decay_deg)
         decay = np.radians(decay_deg)
         scale = np.array([decay] * 3 + [decay * depth] * 3)

@@ -1,40 +1,12 @@
-"""What the training-free refinement aligns: LiDAR depth edges and image edges.
-
-LiDAR side (after Levinson & Thrun 2013): a point on the near side of a depth jump along its
-scan line is on an occluding contour; its weight is sqrt(jump), jumps capped. Image side:
-the grey-level gradient magnitude (Sobel), spread by an inverse distance transform so that a
-projected edge point is rewarded for landing near an image edge, not only on it.
+"""The image side of the refinement (after Levinson & Thrun 2013): the grey-level gradient
+magnitude (Sobel), spread by an inverse distance transform so that a projected LiDAR contour
+point (`lidar_edges`) is rewarded for landing near an image edge, not only on it.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-
-from nclr_core.online.scan_lines import (
-    azimuth_step_deg,
-    depth_jumps,
-    line_spacing_deg,
-    scan_lines,
-)
-
-
-def depth_edge_weights(points: NDArray, ring: NDArray | None, min_jump_m: float,
-                       max_jump_m: float, neighbour_gap_steps: float,
-                       clutter_window: int, max_breaks: int) -> NDArray[np.float64]:
-    """(N,) weight sqrt(min(jump, max_jump_m)) of the points whose depth jump (see
-    `scan_lines.depth_jumps`) exceeds `min_jump_m`, 0 elsewhere.
-
-    points (N, >= 3) LiDAR frame; ring (N,) or None (then derived, see `scan_lines`).
-    Neighbours farther apart than `neighbour_gap_steps` times the cloud's azimuth resolution
-    are not neighbours, nor are two returns more than half the line spacing apart in elevation.
-    """
-    lines = scan_lines(points, ring)
-    gap = neighbour_gap_steps * azimuth_step_deg(lines, points)
-    jump, breaks = depth_jumps(points, lines, gap, 0.5 * line_spacing_deg(lines, points),
-                               min_jump_m, clutter_window)
-    edge = (jump > min_jump_m) & (breaks <= max_breaks)
-    return np.where(edge, np.sqrt(np.minimum(jump, max_jump_m)), 0.0)
 
 
 def grey_level(image: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -58,26 +30,35 @@ def image_edges(grey: NDArray[np.float32], blur_px: float) -> NDArray[np.float32
     return magnitude / mean if mean > 0.0 else magnitude
 
 
-def spread_edges(edges: NDArray[np.float32], decay_px: float, self_weight: float
-                 ) -> NDArray[np.float32]:
+def _decay_sweep(lines: NDArray[np.float32], gamma: np.float32) -> None:
+    """In place, rows of `lines` (R, C): lines[i] = max(lines[i], gamma * lines[i -+ 1]),
+    downwards then upwards."""
+    for i in range(1, len(lines)):
+        np.maximum(lines[i], gamma * lines[i - 1], out=lines[i])
+    for i in range(len(lines) - 2, -1, -1):
+        np.maximum(lines[i], gamma * lines[i + 1], out=lines[i])
+
+
+def spread_edges(edges: NDArray[np.float32], decay_px: float, self_weight: float,
+                 local_mean_px: float = 0.0) -> NDArray[np.float32]:
     """Inverse distance transform (H, W) float32 of an edge map (H, W), mean subtracted.
 
-    `max_q E(q) gamma^d(p, q)` over pixels q at chessboard distance d, gamma = 0.5^(1/decay_px)
-    (an edge's reward halves every `decay_px` pixels), mixed as
-    `self_weight E + (1 - self_weight) spread`. The mean over the image is subtracted, so a
-    point landing anywhere at random scores 0 in expectation: moving points out of view (they
-    score 0) is never rewarded in itself.
+    `max_q E(q) gamma^d(p, q)` over pixels q at city-block distance d, gamma =
+    0.5^(1/decay_px) (an edge's reward halves every `decay_px` pixels; computed exactly by
+    four sweeps), mixed as `self_weight E + (1 - self_weight) spread`. The mean over the image
+    is subtracted, so a point landing anywhere at random scores 0 in expectation: moving
+    points out of view (they score 0) is never rewarded in itself.
     """
     if decay_px <= 0.0:
         raise ValueError(f"decay_px must be positive, got {decay_px}")
-    gamma = float(0.5 ** (1.0 / decay_px))
-    kernel = np.ones((3, 3), np.uint8)
-    spread = edges.astype(np.float32).copy()
-    # every step reaches one pixel farther; beyond 8 half-lives the reward is below 0.4 %
-    for _ in range(int(np.ceil(8 * decay_px))):
-        grown = cv2.dilate(spread, kernel) * gamma
-        if not np.any(grown > spread):
-            break
-        np.maximum(spread, grown, out=spread)
+    gamma = np.float32(0.5 ** (1.0 / decay_px))
+    spread = np.ascontiguousarray(edges.T, dtype=np.float32)
+    _decay_sweep(spread, gamma)  # along the rows of the image
+    spread = np.ascontiguousarray(spread.T)
+    _decay_sweep(spread, gamma)  # along its columns
     mixed = self_weight * edges + (1.0 - self_weight) * spread
+    if local_mean_px > 0.0:
+        size = 2 * int(round(local_mean_px)) + 1
+        return (mixed - cv2.blur(mixed, (size, size), borderType=cv2.BORDER_REFLECT)
+                ).astype(np.float32)
     return (mixed - mixed.mean()).astype(np.float32)

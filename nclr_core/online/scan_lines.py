@@ -1,4 +1,4 @@
-"""Scan lines of a spinning LiDAR cloud, and the depth discontinuities along them.
+"""Scan lines of a spinning LiDAR cloud.
 
 A scan line is the set of returns of one laser in one sweep; two returns that follow each
 other in azimuth on the same line are horizontal neighbours. Clouds come in three forms:
@@ -11,6 +11,8 @@ Each way is checked (enough lines, each line a real sweep) before it is used; a 
 of them explains raises a `ValueError` that asks for the ring field.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,91 +95,68 @@ def _explains_cloud(lines: NDArray, azimuth: NDArray) -> bool:
     return float(np.mean(good[lines])) >= MIN_SHARE_IN_SWEEPS
 
 
-def azimuth_step_deg(lines: NDArray, points: NDArray) -> float:
-    """The cloud's horizontal resolution (deg): median over the sweeps of the median azimuth
-    step between neighbours on a line."""
-    span, step = _line_steps(lines, _azimuth_deg(np.asarray(points)))
+@dataclass(frozen=True, eq=False)
+class ScanLines:
+    """A cloud's (N points) scan lines and the angles of its points.
+
+    line (N,) int64: the point's line, numbered by median elevation (0 the lowest);
+    azimuth_deg, elevation_deg, range_m (N,) float64 as seen from the LiDAR's origin;
+    azimuth_step_deg: horizontal resolution (median over the sweeps of the median azimuth
+    step between neighbours on a line); line_spacing_deg: vertical resolution (median gap
+    between the median elevations of adjacent lines).
+    """
+
+    line: NDArray[np.int64]
+    azimuth_deg: NDArray[np.float64]
+    elevation_deg: NDArray[np.float64]
+    range_m: NDArray[np.float64]
+    azimuth_step_deg: float
+    line_spacing_deg: float
+
+
+def _describe(points: NDArray, lines: NDArray, azimuth: NDArray) -> ScanLines:
+    """ScanLines of a cloud (N, >= 3) from any line labels (N,) int >= 0."""
+    elevation = _elevation_deg(points)
+    labels, lines = np.unique(lines, return_inverse=True)
+    medians = np.array([np.median(elevation[lines == k]) for k in range(len(labels))])
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[np.argsort(medians, kind="stable")] = np.arange(len(labels))
+    gaps = np.diff(np.sort(medians))
+    gaps = gaps[gaps > 0.0]
+    if len(gaps) == 0:
+        raise ValueError("the cloud has a single scan line: no vertical resolution")
+    span, step = _line_steps(lines, azimuth)
     sweep = span >= MIN_SWEEP_DEG
-    return float(np.median(step[sweep] if np.any(sweep) else step))
+    return ScanLines(line=rank[lines], azimuth_deg=azimuth, elevation_deg=elevation,
+                     range_m=np.linalg.norm(points[:, :3], axis=1),
+                     azimuth_step_deg=float(np.median(step[sweep] if np.any(sweep) else step)),
+                     line_spacing_deg=float(np.median(gaps)))
 
 
-def scan_lines(points: NDArray, ring: NDArray | None = None) -> NDArray[np.int64]:
-    """Scan-line index (N,) int64 of each point of a LiDAR-frame cloud (N, >= 3).
+def scan_lines(points: NDArray, ring: NDArray | None = None) -> ScanLines:
+    """The scan lines of a LiDAR-frame cloud (N, >= 3) (see ScanLines).
 
     `ring` (N,), when the driver gives one, is used as it is. Raises ValueError when the
     cloud has no ring and neither its storage order nor its elevation angles show lines.
     """
-    points = np.asarray(points)
+    points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"points must be (N, >= 3), got {points.shape}")
     if ring is not None:
         ring = np.asarray(ring)
         if ring.shape != (len(points),):
             raise ValueError(f"ring must be ({len(points)},), got {ring.shape}")
-        return np.unique(ring, return_inverse=True)[1].astype(np.int64)
+        return _describe(points, ring, _azimuth_deg(points))
     azimuth = _azimuth_deg(points)
     ordered = _lines_from_storage_order(azimuth)
     if ordered is not None and _explains_cloud(ordered, azimuth):
-        return ordered
+        return _describe(points, ordered, azimuth)
     clustered = _lines_from_elevation(_elevation_deg(points))
     if _explains_cloud(clustered, azimuth):
-        return clustered
+        return _describe(points, clustered, azimuth)
     raise ValueError(
         "cannot tell the LiDAR's scan lines: the cloud has no ring field, is not stored line "
         "by line, and its elevation angles do not form separate lines; pass the ring "
         "(laser index) of each point")
 
 
-def line_spacing_deg(lines: NDArray, points: NDArray) -> float:
-    """The cloud's vertical resolution (deg): median gap between the median elevations of
-    lines adjacent in elevation."""
-    elevation = _elevation_deg(np.asarray(points))
-    count = int(lines.max()) + 1
-    medians = np.array([np.median(elevation[lines == k]) for k in range(count)
-                        if np.any(lines == k)])
-    gaps = np.diff(np.sort(medians))
-    gaps = gaps[gaps > 0.0]
-    if len(gaps) == 0:
-        raise ValueError("the cloud has a single scan line: no vertical resolution")
-    return float(np.median(gaps))
-
-
-def depth_jumps(points: NDArray, lines: NDArray, max_gap_deg: float,
-                max_elevation_deg: float, min_jump_m: float, window: int
-                ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Depth discontinuities along the scan lines of a cloud (N, >= 3).
-
-    Returns `jump` (N,) float64, how much farther (m) the farther of a point's two horizontal
-    neighbours is than the point itself (0 when neither is farther), and `breaks` (N,) int64,
-    how many of the `2 * window` neighbour pairs around the point (`window` on each side)
-    differ in range by more than `min_jump_m`.
-
-    Neighbours are the previous and next returns in azimuth on the same line, taken only when
-    they lie within `max_gap_deg` of azimuth (a missing return is no evidence of an edge)
-    and within `max_elevation_deg` of elevation (a line stored across the sweep's seam holds
-    two lasers there; half the line spacing tells them apart). The point with the jump is
-    the near side of a depth edge: the occluding contour, which the camera also sees. An
-    object's contour has one or two breaks around it (a pole: two); the scattered returns
-    of foliage have many.
-    """
-    points = np.asarray(points, dtype=np.float64)
-    rng = np.linalg.norm(points[:, :3], axis=1)
-    azimuth = _azimuth_deg(points)
-    elevation = _elevation_deg(points)
-    order = np.lexsort((azimuth, lines))
-    r, az, el, line = rng[order], azimuth[order], elevation[order], lines[order]
-    same = ((line[1:] == line[:-1]) & (np.abs(az[1:] - az[:-1]) <= max_gap_deg)
-            & (np.abs(el[1:] - el[:-1]) <= max_elevation_deg))
-    diff = np.where(same, r[1:] - r[:-1], 0.0)  # pair j: point j+1 minus point j
-    jump = np.zeros(len(r))
-    jump[:-1] = np.maximum(jump[:-1], diff)  # the next point is farther
-    jump[1:] = np.maximum(jump[1:], -diff)  # the previous point is farther
-    is_break = np.concatenate(([0], np.cumsum(np.abs(diff) > min_jump_m)))
-    index = np.arange(len(r))
-    low = np.clip(index - window, 0, len(diff))
-    high = np.clip(index + window, 0, len(diff))
-    breaks = is_break[high] - is_break[low]
-    out_jump, out_breaks = np.empty_like(jump), np.empty_like(breaks)
-    out_jump[order] = jump
-    out_breaks[order] = breaks
-    return out_jump, out_breaks
