@@ -90,6 +90,12 @@ class RefineSettings:
     restarts: int = 3
     """Nelder-Mead restarts from its own result with a fresh simplex while it still improves
     (a collapsed simplex stops early in the flat valleys of this objective)."""
+    x_tolerance: float = 0.05
+    """Nelder-Mead stops when its simplex is this small, in units of the level's kernel (the
+    kernel's angle for rotations, that angle times the points' median depth for
+    translations)."""
+    j_tolerance: float = 1e-4
+    """... and its objective values differ by less than this (J is a mean edge score, ~1)."""
     hypotheses: int = 3
     """Distinct maxima carried from each level to the next (the finest level picks the
     best): a wider kernel's maximum may be biased by nearby texture edges."""
@@ -198,9 +204,9 @@ def _local_search(J: WindowObjective, start: NDArray, scale: NDArray,
     for _ in range(1 + settings.restarts):
         simplex = np.vstack([x, x + np.eye(6)])
         result = minimize(negative, x, method="Nelder-Mead",
-                          options={"initial_simplex": simplex, "xatol": 0.02, "fatol": 1e-6,
-                                   "maxfev": 1500})
-        improved = value - result.fun > 1e-4
+                          options={"initial_simplex": simplex, "xatol": settings.x_tolerance,
+                                   "fatol": settings.j_tolerance, "maxfev": 1500})
+        improved = value - result.fun > settings.j_tolerance
         x, value = result.x, min(value, float(result.fun))
         if not improved:
             break

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial.transform import Rotation
 
 from nclr_core.geometry.camera import CameraModel
 
@@ -42,16 +42,20 @@ def _same_camera(a: CameraModel, b: CameraModel) -> bool:
             and np.array_equal(a.K, b.K) and np.array_equal(a.D, b.D))
 
 
+# cv2.remap takes images of fewer than 32767 rows: frames are stacked up to this many rows.
+MAX_STACKED_ROWS = 32000
+
+
 @dataclass(frozen=True, eq=False)
 class _CameraGroup:
-    """The frames seen through one camera, stacked: points (M, 3), weights (M,), each
-    point's offset (M,) into `maps` (the frames' score maps flattened one after another),
-    and each point's cluster (M,) over the whole window."""
+    """Frames seen through one camera, stacked: points (M, 3), weights (M,), each point's
+    first row (M,) in `maps` (the frames' score maps (H, W) stacked into (F * H, W)), and
+    each point's cluster (M,) over the whole window."""
 
     camera: CameraModel
     points: NDArray[np.float64]
     weights: NDArray[np.float64]
-    offsets: NDArray[np.int64]
+    rows: NDArray[np.float64]
     clusters: NDArray[np.int64]
     maps: NDArray[np.float32]
 
@@ -60,43 +64,50 @@ def _group_by_camera(frames: Sequence[EdgeFrame], cell_count: int) -> list[_Came
     groups: list[list[tuple[int, EdgeFrame]]] = []
     for index, frame in enumerate(frames):
         for group in groups:
-            if _same_camera(group[0][1].camera, frame.camera):
+            if (_same_camera(group[0][1].camera, frame.camera)
+                    and (len(group) + 1) * frame.camera.height <= MAX_STACKED_ROWS):
                 group.append((index, frame))
                 break
         else:
             groups.append([(index, frame)])
     out = []
     for group in groups:
-        size = group[0][1].score_map.size
+        height = group[0][1].camera.height
         out.append(_CameraGroup(
             camera=group[0][1].camera,
             points=np.concatenate([f.points_rotated for _, f in group]),
             weights=np.concatenate([f.weights for _, f in group]),
-            offsets=np.concatenate([np.full(len(f.weights), k * size, np.int64)
-                                    for k, (_, f) in enumerate(group)]),
+            rows=np.concatenate([np.full(len(f.weights), float(k * height))
+                                 for k, (_, f) in enumerate(group)]),
             clusters=np.concatenate([f.cells + i * cell_count for i, f in group]),
-            maps=np.concatenate([f.score_map.reshape(-1) for _, f in group])))
+            maps=np.concatenate([f.score_map for _, f in group])))
     return out
 
 
-def _bilinear(maps: NDArray[np.float32], offsets: NDArray[np.int64], width: int, height: int,
-              uv: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Values (N,) of the maps (flattened (H, W) images one after another, each point's image
-    starting at its offset) at pixels uv (N, 2); 0 outside the image or for NaN uv."""
+def _bilinear(group: _CameraGroup, uv: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Values (M,) of each point's score map at its pixel uv (M, 2), bilinear (cv2.remap,
+    1/32 px steps); 0 outside the image or for NaN uv."""
+    width, height = group.camera.width, group.camera.height
     u, v = uv[:, 0], uv[:, 1]
     with np.errstate(invalid="ignore"):
-        inside = np.flatnonzero((u >= 0.0) & (u <= width - 1.0) & (v >= 0.0)
-                                & (v <= height - 1.0))
-    u, v = u[inside], v[inside]
-    u0 = np.minimum(u.astype(np.int64), width - 2)
-    v0 = np.minimum(v.astype(np.int64), height - 2)
-    fu, fv = u - u0, v - v0
-    i00 = offsets[inside] + v0 * width + u0
-    top = maps[i00] * (1.0 - fu) + maps[i00 + 1] * fu
-    bottom = maps[i00 + width] * (1.0 - fu) + maps[i00 + width + 1] * fu
-    out = np.zeros(len(uv))
-    out[inside] = top * (1.0 - fv) + bottom * fv
-    return out
+        inside = (u >= 0.0) & (u <= width - 1.0) & (v >= 0.0) & (v <= height - 1.0)
+    map_u = np.where(inside, u, -2.0).astype(np.float32)
+    map_v = np.where(inside, v + group.rows, -2.0).astype(np.float32)
+    values = cv2.remap(group.maps, map_u[None], map_v[None], cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return values[0].astype(np.float64)
+
+
+def _rotation_matrix(omega: NDArray[np.float64]) -> NDArray[np.float64]:
+    """exp(omega x) (3, 3) by Rodrigues' formula (here called thousands of times per window:
+    scipy's Rotation costs more than the rest of an evaluation)."""
+    angle = float(np.sqrt(omega @ omega))
+    K = np.array([[0.0, -omega[2], omega[1]], [omega[2], 0.0, -omega[0]],
+                  [-omega[1], omega[0], 0.0]])
+    if angle < 1e-12:
+        return np.eye(3) + K
+    return (np.eye(3) + (np.sin(angle) / angle) * K
+            + ((1.0 - np.cos(angle)) / angle**2) * (K @ K))
 
 
 class WindowObjective:
@@ -116,13 +127,12 @@ class WindowObjective:
     def _scores(self, delta: NDArray) -> list[NDArray[np.float64]]:
         """Per camera group, each point's weighted score (M,) at δ (6,)."""
         delta = np.asarray(delta, dtype=np.float64)
-        R = Rotation.from_rotvec(delta[:3]).as_matrix()
+        R = _rotation_matrix(delta[:3])
         t = self.t_ref + delta[3:]
         scores = []
         for g in self.groups:
             uv, _ = g.camera.project(g.points @ R.T + t)
-            scores.append(g.weights * _bilinear(g.maps, g.offsets, g.camera.width,
-                                                g.camera.height, uv))
+            scores.append(g.weights * _bilinear(g, uv))
         return scores
 
     def __call__(self, delta: NDArray) -> float:
