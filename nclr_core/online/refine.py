@@ -1,16 +1,20 @@
 """Training-free refinement of `T_cam_lidar` over a window of frames (the `refine` stage).
 
-Depth edges of the LiDAR clouds are aligned with the images' edges (Levinson & Thrun 2013;
-`refine_features`, `refine_objective`), all frames of the window at once, coarse to fine.
+The occluding contours of the LiDAR clouds (`lidar_edges`) are aligned with the images'
+edges (`refine_features`) after Levinson & Thrun (2013): all frames of the window at once
+(`refine_objective`), coarse to fine from a grid over the rotation bounds
+(`refine_search`). The estimate carries the sandwich covariance of the objective's maximum
+(`refine_uncertainty`); it is refused, with the reason, when the window has too few
+contours, the maximum lies on the bounds or is flat, it is not significantly better than
+the start, or another maximum scores alike.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import minimize
 
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.projection import project_points_with_camera
@@ -18,13 +22,21 @@ from nclr_core.online.lidar_edges import ContourSettings, contour_points
 from nclr_core.online.pose import PoseEstimate, apply_delta
 from nclr_core.online.refine_features import grey_level, image_edges, spread_edges
 from nclr_core.online.refine_objective import EdgeFrame, WindowObjective
+from nclr_core.online.refine_search import SearchSettings, search, within_bounds
+from nclr_core.online.refine_uncertainty import (
+    cluster_gradients,
+    hessian,
+    paired_t,
+    sandwich_covariance,
+)
 
 
 @dataclass(frozen=True, eq=False)
 class RefineFrame:
     """One synchronised frame: image (H, W, 3) uint8 RGB as the camera gave it (distorted),
-    points (N, 4) float32 x y z intensity in the LiDAR frame, the camera (its lens model is
-    used), and the ring (laser index) of each point (N,) when the driver gives one."""
+    points (N, >= 3) float32 x y z [intensity ...] in the LiDAR frame, the camera (its lens
+    model is used), and the ring (laser index) of each point (N,) when the driver gives one
+    (else the scan lines are derived, see `scan_lines`)."""
 
     image: NDArray[np.uint8]
     points: NDArray[np.float32]
@@ -39,6 +51,8 @@ class RefineFrame:
                              f"{image.dtype}")
         if points.ndim != 2 or points.shape[1] < 3 or not np.all(np.isfinite(points[:, :3])):
             raise ValueError(f"points must be finite (N, >= 3), got {points.shape}")
+        if self.ring is not None and np.shape(self.ring) != (len(points),):
+            raise ValueError(f"ring must be ({len(points)},), got {np.shape(self.ring)}")
 
 
 @dataclass(frozen=True)
@@ -46,28 +60,29 @@ class RefineSettings:
     """Every constant of the refinement."""
 
     max_rotation_deg: float = 6.0
-    """Bound: the estimate may turn at most this far (geodesic, deg) from the start pose."""
+    """Bound: the estimate may turn at most this far (geodesic, deg) from the start pose.
+    Set it a little above the start's expected error: the search grid spans it."""
     max_translation_m: float = 0.3
     """Bound: the estimate may move at most this far (m) from the start pose."""
     min_jump_m: float = 0.5
-    """Two neighbouring LiDAR returns are an occluding contour when the far one is at least
-    this much farther (m) (`lidar_edges`)."""
+    """Two neighbouring LiDAR returns on a scan line are an occluding contour when the far
+    one is at least this much farther (m) (`lidar_edges`)."""
     max_jump_m: float = 10.0
-    """Jumps are capped here before the square root (a point in front of the sky is no more
-    an edge than one 10 m in front of a wall)."""
+    """Jumps are capped here before the square root that weights a contour point."""
+    neighbour_gap_steps: float = 3.0
+    """Scan-line neighbours farther apart than this many azimuth steps are not neighbours."""
     clutter_window: int = 5
-    """Clutter test: the scan-line neighbour pairs looked at on each side of an edge point."""
+    """Clutter test: the scan-line neighbour pairs looked at on each side of a contour."""
     max_breaks: int = 2
-    """An edge point with more depth breaks (pairs differing by min_jump_m) than this among
-    its 2 * clutter_window neighbour pairs is clutter (foliage), not an object's contour."""
+    """A contour whose near return has more range breaks (pairs differing by min_jump_m)
+    among its 2 * clutter_window neighbour pairs is foliage clutter, not an object's
+    contour (a pole has two: its left and right side)."""
     beam_divergence_deg: float = 0.15
     """The LiDAR's beam divergence (deg): where between a near and a far return the contour
     is placed (`lidar_edges`). Mechanical spinning LiDARs have 0.1-0.2 deg (2-3 mrad); a
     ray-cast simulator has 0."""
-    neighbour_gap_steps: float = 3.0
-    """Scan-line neighbours farther apart than this many azimuth steps are not neighbours."""
     min_depth_m: float = 1.0
-    """Edge points nearer to the camera than this (m, at the start pose) are not used."""
+    """Contour points nearer to the camera than this (m, at the start pose) are not used."""
     grid_points: int = 13
     """Coarsest level: the rotation is first searched on a grid of this many points per axis
     spanning +-max_rotation_deg; the grid step is also that level's kernel (decay below)."""
@@ -75,38 +90,38 @@ class RefineSettings:
     """Finest level's kernel: the image edges' reward halves every this many degrees of view
     angle (converted to pixels with each camera's focal length)."""
     level_ratio: float = 2.5
-    """Coarse to fine: each level's kernel is this much narrower than the previous one."""
-    blur_fraction: float = 0.0
-    """Each level's image is smoothed (Gaussian sigma) by this fraction of its decay before
-    its edges are taken: coarse levels see coarse edges (an image pyramid in effect)."""
+    """Coarse to fine: each level's kernel is about this much narrower than the previous."""
     local_mean_decays: float = 8.0
-    """When positive, the spread edge map has its local mean (a box of +-this many decays)
-    subtracted instead of its global mean: landing in a textured region scores no better
-    than its surroundings, only edges that stand out attract."""
+    """The spread edge map has its local mean (a box of +-this many kernels) subtracted:
+    landing in a textured region scores no better than its surroundings, only edges that
+    stand out attract (a wide kernel otherwise pulls points into foliage)."""
     self_weight: float = 1.0 / 3.0
     """Share of the raw edge map in the spread map (Levinson & Thrun's alpha)."""
-    starts: int = 4
-    """Coarsest level: the local search starts from the best this many grid cells."""
-    restarts: int = 3
-    """Nelder-Mead restarts from its own result with a fresh simplex while it still improves
-    (a collapsed simplex stops early in the flat valleys of this objective)."""
-    x_tolerance: float = 0.05
-    """Nelder-Mead stops when its simplex is this small, in units of the level's kernel (the
-    kernel's angle for rotations, that angle times the points' median depth for
-    translations)."""
-    j_tolerance: float = 1e-4
-    """... and its objective values differ by less than this (J is a mean edge score, ~1)."""
+    starts: int = 6
+    """Coarsest level: the local search starts from the best this many grid maxima."""
     hypotheses: int = 3
     """Distinct maxima carried from each level to the next (the finest level picks the
-    best): a wider kernel's maximum may be biased by nearby texture edges."""
+    best): a wider kernel's maximum may be off by more than the next kernel reaches."""
+    restarts: int = 3
+    """Nelder-Mead restarts from its own result with a fresh simplex while it improves."""
+    x_tolerance: float = 0.05
+    """Nelder-Mead stops when its simplex is this small, in units of the level's kernel (its
+    angle for rotations, that angle times the points' median depth for translations)."""
+    j_tolerance: float = 1e-4
+    """... and its objective values differ by less than this (J is a mean edge score)."""
     cell_px: int = 64
-    """Image tiles (px) that group points for the clustered statistics (the covariance and the
-    improvement test): errors of nearby points are correlated, those of distant tiles less."""
+    """Image tiles (px) that group points into clusters for the covariance and the paired
+    tests: errors of nearby points are correlated, those of distant tiles less."""
     min_edge_points: int = 300
-    """Refuse when the window has fewer depth-edge points in view at the start."""
+    """Refuse when the window has fewer contour points in view at the start."""
     min_improvement_t: float = 3.0
-    """Refuse unless the objective rose at the estimate by this many standard errors
-    (paired over image tiles) above its value at the start."""
+    """Refuse unless J at the estimate beats J at the start by this many standard errors
+    (paired over the clusters)."""
+    min_ambiguity_t: float = 2.0
+    """Refuse when another maximum, distinct from the estimate, is not beaten by this many
+    standard errors (paired over the clusters)."""
+    ambiguity_kernels: float = 3.0
+    """... counting only maxima farther than this many finest kernels in some coordinate."""
     max_sigma_fraction: float = 0.5
     """Refuse as flat when a rotation sigma exceeds this fraction of max_rotation_deg or a
     translation sigma this fraction of max_translation_m."""
@@ -116,8 +131,9 @@ class RefineSettings:
 class RefineResult:
     """What `refine` found: `estimate` (None when refused), `solved`, `reason` (why refused,
     or "solved"), the objective at the start and at the end, frames and points used, and
-    `T_found` (4, 4), the maximum the search reached (for diagnostics: when refused it is
-    not an estimate; None when no search ran)."""
+    `T_found` (4, 4), the maximum the search reached, and `tests`, the statistics the
+    refusal looked at (`t_improvement`, `t_ambiguity`: paired t statistics; for diagnostics:
+    when refused, T_found is not an estimate; None / empty when no search ran)."""
 
     estimate: PoseEstimate | None
     solved: bool
@@ -127,10 +143,11 @@ class RefineResult:
     frames_used: int
     points_used: int
     T_found: NDArray | None = None
+    tests: dict[str, float] = field(default_factory=dict)
 
 
-def _edge_points(frame: RefineFrame, T_start: NDArray, settings: RefineSettings
-                 ) -> tuple[NDArray, NDArray]:
+def _contours_in_view(frame: RefineFrame, T_start: NDArray, settings: RefineSettings
+                      ) -> tuple[NDArray, NDArray]:
     """LiDAR-frame contour points (M, 3) in view at T_start and their weights (M,)."""
     contours = contour_points(frame.points, frame.ring, ContourSettings(
         min_jump_m=settings.min_jump_m, max_jump_m=settings.max_jump_m,
@@ -152,7 +169,8 @@ def _tiles(uv: NDArray, camera: CameraModel, cell_px: int) -> tuple[NDArray, int
 
 
 class _Window:
-    """The window's fixed edge points around T_start and its objective at each level."""
+    """The window's contour points, fixed at T_start (those in view there, so that no pose
+    can score by bringing more points into view), and its objective at each level."""
 
     def __init__(self, frames: Sequence[RefineFrame], T_start: NDArray,
                  settings: RefineSettings) -> None:
@@ -162,14 +180,14 @@ class _Window:
         self.parts = []
         self.cell_count = 0
         for frame in frames:
-            points, weights = _edge_points(frame, T_start, settings)
+            points, weights = _contours_in_view(frame, T_start, settings)
             if len(points) == 0:
                 continue
             uv, depth = frame.camera.project(points @ R.T + T_start[:3, 3])
             cells, count = _tiles(uv, frame.camera, settings.cell_px)
             self.cell_count = max(self.cell_count, count)
             self.parts.append((frame, points @ R.T, weights, cells, depth,
-                               grey_level(np.asarray(frame.image))))
+                               image_edges(grey_level(np.asarray(frame.image)))))
         self.points_used = sum(len(p[1]) for p in self.parts)
 
     def median_depth(self) -> float:
@@ -178,153 +196,76 @@ class _Window:
     def objective(self, decay_deg: float) -> WindowObjective:
         """J at a level whose edge reward halves every `decay_deg` of view angle."""
         frames = []
-        for frame, rotated, weights, cells, _, grey in self.parts:
+        for frame, rotated, weights, cells, _, edges in self.parts:
             decay_px = abs(frame.camera.K[0, 0]) * np.radians(decay_deg)
-            edges = image_edges(grey, self.settings.blur_fraction * decay_px)
             score = spread_edges(edges, decay_px, self.settings.self_weight,
                                  self.settings.local_mean_decays * decay_px)
             frames.append(EdgeFrame(rotated, weights, cells, frame.camera, score))
         return WindowObjective(frames, self.T_start[:3, 3], self.cell_count)
 
 
-def _within_bounds(delta: NDArray, settings: RefineSettings) -> bool:
-    return (np.degrees(np.linalg.norm(delta[:3])) <= settings.max_rotation_deg
-            and np.linalg.norm(delta[3:]) <= settings.max_translation_m)
-
-
-def _local_search(J: WindowObjective, start: NDArray, scale: NDArray,
-                  settings: RefineSettings) -> tuple[NDArray, float]:
-    """Nelder-Mead from δ = start (6,) in units of `scale` (6,); outside the bounds the
-    objective is -inf. Returns the best δ and J there."""
-    def negative(x: NDArray) -> float:
-        delta = x * scale
-        return np.inf if not _within_bounds(delta, settings) else -J(delta)
-
-    x, value = start / scale, negative(start / scale)
-    for _ in range(1 + settings.restarts):
-        simplex = np.vstack([x, x + np.eye(6)])
-        result = minimize(negative, x, method="Nelder-Mead",
-                          options={"initial_simplex": simplex, "xatol": settings.x_tolerance,
-                                   "fatol": settings.j_tolerance, "maxfev": 1500})
-        improved = value - result.fun > settings.j_tolerance
-        x, value = result.x, min(value, float(result.fun))
-        if not improved:
-            break
-    return x * scale, -value
-
-
-def decay_schedule(settings: RefineSettings) -> list[float]:
-    """The levels' kernels (deg), coarse to fine: from the grid step to finest_decay_deg in
-    equal ratios, the number of steps the one that brings the ratio nearest level_ratio."""
-    coarsest = 2.0 * settings.max_rotation_deg / (settings.grid_points - 1)
-    span = np.log(max(coarsest, settings.finest_decay_deg) / settings.finest_decay_deg)
-    steps = max(int(round(span / np.log(settings.level_ratio))), 1)
-    return [float(d) for d in np.exp(np.log(coarsest) - span * np.arange(steps + 1) / steps)]
-
-
-def _grid_maxima(J: WindowObjective, settings: RefineSettings) -> list[NDArray]:
-    """δ (6,) of the best `settings.starts` local maxima of J on a grid of rotations within
-    the bounds (zero translation), best first."""
-    axis = np.linspace(-settings.max_rotation_deg, settings.max_rotation_deg,
-                       settings.grid_points)
-    omega_deg = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
-    inside = np.linalg.norm(omega_deg, axis=-1) <= settings.max_rotation_deg
-    values = np.full(inside.shape, -np.inf)
-    for index in zip(*np.nonzero(inside), strict=True):
-        values[index] = J(np.concatenate([np.radians(omega_deg[index]), np.zeros(3)]))
-    padded = np.pad(values, 1, constant_values=-np.inf)
-    neighbours = np.max([np.roll(padded, (a, b, c), axis=(0, 1, 2))[1:-1, 1:-1, 1:-1]
-                         for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
-                         if (a, b, c) != (0, 0, 0)], axis=0)
-    maxima = np.flatnonzero(inside & (values >= neighbours))
-    best = maxima[np.argsort(values.reshape(-1)[maxima])[::-1][: settings.starts]]
-    return [np.concatenate([np.radians(omega_deg.reshape(-1, 3)[k]), np.zeros(3)])
-            for k in best]
-
-
-def _hessian(J: WindowObjective, delta: NDArray, step: NDArray) -> NDArray:
-    """(6, 6) central finite-difference Hessian of J at δ with steps `step` (6,)."""
-    H = np.zeros((6, 6))
-    center = J(delta)
-    E = np.diag(step)
-    for i in range(6):
-        H[i, i] = (J(delta + E[i]) - 2.0 * center + J(delta - E[i])) / step[i] ** 2
-        for j in range(i + 1, 6):
-            H[i, j] = H[j, i] = (J(delta + E[i] + E[j]) - J(delta + E[i] - E[j])
-                                 - J(delta - E[i] + E[j]) + J(delta - E[i] - E[j])) / (
-                4.0 * step[i] * step[j])
-    return H
-
-
-def _cluster_gradients(J: WindowObjective, delta: NDArray, step: NDArray) -> NDArray:
-    """(C, 6) gradient of each cluster's share of J at δ (central differences)."""
-    gradients = []
-    for i in range(6):
-        e = np.zeros(6)
-        e[i] = step[i]
-        gradients.append((J.cluster_sums(delta + e) - J.cluster_sums(delta - e))
-                         / (2.0 * step[i]))
-    return np.stack(gradients, axis=1)
+def _search_settings(settings: RefineSettings) -> SearchSettings:
+    return SearchSettings(
+        max_rotation_deg=settings.max_rotation_deg,
+        max_translation_m=settings.max_translation_m, grid_points=settings.grid_points,
+        finest_decay_deg=settings.finest_decay_deg, level_ratio=settings.level_ratio,
+        starts=settings.starts, hypotheses=settings.hypotheses, restarts=settings.restarts,
+        x_tolerance=settings.x_tolerance, j_tolerance=settings.j_tolerance)
 
 
 def refine(frames: Sequence[RefineFrame], T_start: NDArray,
            settings: RefineSettings = RefineSettings()) -> RefineResult:
     """Refine `T_cam_lidar` (4, 4) from `T_start` over `frames` that share it."""
     T_start = np.asarray(T_start, dtype=np.float64)
-    if T_start.shape != (4, 4):
-        raise ValueError(f"T_start must be (4, 4), got {T_start.shape}")
+    if T_start.shape != (4, 4) or not np.all(np.isfinite(T_start)):
+        raise ValueError(f"T_start must be a finite (4, 4) transform, got {T_start.shape}")
     if len(frames) == 0:
         raise ValueError("refine needs at least one frame")
     window = _Window(frames, T_start, settings)
 
-    def refused(reason: str, j_start: float = float("nan"), j_end: float = float("nan"),
-                T_found: NDArray | None = None) -> RefineResult:
-        return RefineResult(None, False, reason, j_start, j_end, len(window.parts),
-                            window.points_used, T_found)
+    tests: dict[str, float] = {}
+
+    def result(reason: str, j_start: float = float("nan"), j_end: float = float("nan"),
+               T_found: NDArray | None = None, estimate: PoseEstimate | None = None
+               ) -> RefineResult:
+        return RefineResult(estimate, estimate is not None, reason, j_start, j_end,
+                            len(window.parts), window.points_used, T_found, dict(tests))
 
     if window.points_used < settings.min_edge_points:
-        return refused(f"too few depth-edge points in view: {window.points_used} < "
-                       f"{settings.min_edge_points}")
-    depth = window.median_depth()
-    hypotheses: list[NDArray] = []
-    for level, decay_deg in enumerate(decay_schedule(settings)):
-        J = window.objective(decay_deg)
-        decay = np.radians(decay_deg)
-        scale = np.array([decay] * 3 + [decay * depth] * 3)
-        if level == 0:
-            hypotheses = _grid_maxima(J, settings)
-        found = sorted((_local_search(J, h, scale, settings) for h in hypotheses),
-                       key=lambda c: -c[1])
-        hypotheses = []
-        for candidate, _ in found:  # distinct maxima, best first
-            if all(np.max(np.abs(candidate - h) / scale) > 1.0 for h in hypotheses):
-                hypotheses.append(candidate)
-        hypotheses = hypotheses[: settings.hypotheses]
-    delta = hypotheses[0]
-    j_start, j_end = J(np.zeros(6)), J(delta)
-    T_found = apply_delta(T_start, delta)
-    # statistics at the finest level
-    step = np.array([decay] * 3 + [decay * depth] * 3) * 0.5
-    H = _hessian(J, delta, step)
-    G = _cluster_gradients(J, delta, step)
-    gain = J.cluster_sums(delta) - J.cluster_sums(np.zeros(6))
-    cells = np.count_nonzero(gain)
-    t_gain = gain.sum() / (np.sqrt(cells / max(cells - 1, 1)) * np.linalg.norm(gain) + 1e-300)
-    if not _within_bounds(delta * 1.02, settings):
-        return refused("the maximum lies on the bounds", j_start, j_end, T_found)
-    eigenvalues = np.linalg.eigvalsh(H)
-    if not np.all(eigenvalues < 0.0):
-        return refused("flat maximum: the objective's curvature is not negative definite",
-                       j_start, j_end, T_found)
-    H_inv = np.linalg.inv(H)
-    covariance = H_inv @ (G.T @ G) @ H_inv
-    estimate = PoseEstimate(apply_delta(T_start, delta), covariance)
+        return result(f"too few contour points in view: {window.points_used} < "
+                      f"{settings.min_edge_points}")
+    search_settings = _search_settings(settings)
+    maxima, J, scale = search(window.objective, window.median_depth(), search_settings)
+    best = maxima[0]
+    zero = np.zeros(6)
+    j_start = J(zero)
+    T_found = apply_delta(T_start, best.delta)
+    found = (j_start, best.value, T_found)
+    t_gain = paired_t(J, best.delta, zero)
+    tests["t_improvement"] = t_gain
+    distinct = [m for m in maxima[1:]
+                if np.max(np.abs(m.delta - best.delta) / scale) > settings.ambiguity_kernels]
+    t_others = [paired_t(J, best.delta, m.delta) for m in distinct]
+    tests["t_ambiguity"] = min(t_others, default=float("inf"))
+    if not within_bounds(best.delta, search_settings, margin=0.98):
+        return result("the maximum lies on the bounds", *found)
+    step = 0.5 * scale
+    H = hessian(J, best.delta, step)
+    if not np.all(np.linalg.eigvalsh(H) < 0.0):
+        return result("flat maximum: the objective's curvature is not negative definite",
+                      *found)
+    covariance = sandwich_covariance(H, cluster_gradients(J, best.delta, step))
+    estimate = PoseEstimate(T_found, covariance)
     if (estimate.sigma_rot_deg.max() > settings.max_sigma_fraction * settings.max_rotation_deg
             or estimate.sigma_trans_m.max()
             > settings.max_sigma_fraction * settings.max_translation_m):
-        return refused("flat maximum: the uncertainty spans the bounds", j_start, j_end, T_found)
+        return result("flat maximum: the uncertainty spans the bounds", *found)
     if t_gain < settings.min_improvement_t:
-        return refused(f"no significant improvement over the start (t = {t_gain:.1f})",
-                       j_start, j_end, T_found)
-    return RefineResult(estimate, True, "solved", j_start, j_end, len(window.parts),
-                        window.points_used, T_found)
+        return result(f"no significant improvement over the start (t = {t_gain:.1f})", *found)
+    for other, t_other in zip(distinct, t_others, strict=True):
+        if t_other < settings.min_ambiguity_t:
+            away = other.delta - best.delta
+            return result(f"ambiguous: another maximum {np.degrees(np.linalg.norm(away[:3])):.2f}"
+                          f" deg / {np.linalg.norm(away[3:]):.3f} m away scores alike "
+                          f"(t = {t_other:.1f})", *found)
+    return result("solved", *found, estimate=estimate)

@@ -123,6 +123,9 @@ class WindowObjective:
         self.total_weight = float(sum(g.weights.sum() for g in self.groups))
         if self.total_weight <= 0.0:
             raise ValueError("the window has no weighted edge points")
+        self.cluster_weights = sum(
+            np.bincount(g.clusters, g.weights, minlength=self.cluster_count)
+            for g in self.groups)
 
     def _scores(self, delta: NDArray) -> list[NDArray[np.float64]]:
         """Per camera group, each point's weighted score (M,) at δ (6,)."""
