@@ -109,6 +109,13 @@ class RefineSettings:
     angle for rotations, that angle times the points' median depth for translations)."""
     j_tolerance: float = 1e-4
     """... and its objective values differ by less than this (J is a mean edge score)."""
+    valley_directions: int = 2
+    """After each local search, J is also scanned along this many directions where it
+    curves least (Hessian eigenvectors): flat valleys stall Nelder-Mead."""
+    valley_reach: float = 6.0
+    """... out to this many of the level's kernels on either side ..."""
+    valley_points: int = 25
+    """... at this many points."""
     cell_px: int = 64
     """Image tiles (px) that group points into clusters for the covariance and the paired
     tests: errors of nearby points are correlated, those of distant tiles less."""
@@ -189,18 +196,28 @@ class _Window:
             self.parts.append((frame, points @ R.T, weights, cells, depth,
                                image_edges(grey_level(np.asarray(frame.image)))))
         self.points_used = sum(len(p[1]) for p in self.parts)
+        self._maps: dict[tuple[float, int], NDArray] = {}
 
     def median_depth(self) -> float:
         return float(np.median(np.concatenate([p[4] for p in self.parts])))
 
-    def objective(self, decay_deg: float) -> WindowObjective:
-        """J at a level whose edge reward halves every `decay_deg` of view angle."""
+    def objective(self, decay_deg: float, min_depth_m: float) -> WindowObjective:
+        """J at a level whose edge reward halves every `decay_deg` of view angle, over the
+        points at least `min_depth_m` deep at T_start (all of them when fewer than
+        min_edge_points are)."""
+        deep = [p[4] >= min_depth_m for p in self.parts]
+        if sum(int(d.sum()) for d in deep) < self.settings.min_edge_points:
+            deep = [np.ones(len(p[4]), dtype=bool) for p in self.parts]
         frames = []
-        for frame, rotated, weights, cells, _, edges in self.parts:
+        for (frame, rotated, weights, cells, _, edges), keep in zip(self.parts, deep,
+                                                                   strict=True):
             decay_px = abs(frame.camera.K[0, 0]) * np.radians(decay_deg)
-            score = spread_edges(edges, decay_px, self.settings.self_weight,
-                                 self.settings.local_mean_decays * decay_px)
-            frames.append(EdgeFrame(rotated, weights, cells, frame.camera, score))
+            key = (decay_deg, id(edges))
+            if key not in self._maps:
+                self._maps[key] = spread_edges(edges, decay_px, self.settings.self_weight,
+                                               self.settings.local_mean_decays * decay_px)
+            frames.append(EdgeFrame(rotated[keep], weights[keep], cells[keep], frame.camera,
+                                    self._maps[key]))
         return WindowObjective(frames, self.T_start[:3, 3], self.cell_count)
 
 
@@ -210,7 +227,9 @@ def _search_settings(settings: RefineSettings) -> SearchSettings:
         max_translation_m=settings.max_translation_m, grid_points=settings.grid_points,
         finest_decay_deg=settings.finest_decay_deg, level_ratio=settings.level_ratio,
         starts=settings.starts, hypotheses=settings.hypotheses, restarts=settings.restarts,
-        x_tolerance=settings.x_tolerance, j_tolerance=settings.j_tolerance)
+        x_tolerance=settings.x_tolerance, j_tolerance=settings.j_tolerance,
+        valley_directions=settings.valley_directions, valley_reach=settings.valley_reach,
+        valley_points=settings.valley_points)
 
 
 def refine(frames: Sequence[RefineFrame], T_start: NDArray,

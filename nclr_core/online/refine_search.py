@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from scipy.optimize import minimize
 
 from nclr_core.online.refine_objective import WindowObjective
+from nclr_core.online.refine_uncertainty import hessian
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class SearchSettings:
     restarts: int
     x_tolerance: float
     j_tolerance: float
+    valley_directions: int
+    valley_reach: float
+    valley_points: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +91,34 @@ def local_search(J: WindowObjective, start: NDArray, scale: NDArray,
     return Maximum(x * scale, -value)
 
 
+def _weak_directions(J: WindowObjective, delta: NDArray, scale: NDArray, count: int
+                     ) -> NDArray:
+    """(count, 6) unit directions (in units of `scale`) along which J curves least at δ:
+    the eigenvectors of the scaled Hessian with the largest eigenvalues."""
+    H = hessian(J, delta, 0.5 * scale) * np.outer(scale, scale)
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (H + H.T))
+    return vectors[:, np.argsort(eigenvalues)[::-1][:count]].T
+
+
+def valley_search(J: WindowObjective, found: Maximum, scale: NDArray,
+                  settings: SearchSettings) -> Maximum:
+    """Look along the directions where J curves least (a flat valley, where Nelder-Mead
+    stalls: on KITTI's wide, short images the roll about the optical axis) out to
+    +-valley_reach kernels; restart the local search from a better point when there is one."""
+    best = found
+    for direction in _weak_directions(J, found.delta, scale, settings.valley_directions):
+        for step in np.linspace(-settings.valley_reach, settings.valley_reach,
+                                settings.valley_points):
+            delta = found.delta + step * direction * scale
+            if _excess(delta, settings) == 0.0:
+                value = J(delta)
+                if value > best.value + settings.j_tolerance:
+                    best = Maximum(delta, value)
+    if best is found:
+        return found
+    return local_search(J, best.delta, scale, settings)
+
+
 def grid_maxima(J: WindowObjective, settings: SearchSettings) -> list[NDArray]:
     """δ (6,) of the best `settings.starts` local maxima of J on a grid of rotations within
     the bounds (grid_points per axis, zero translation), best first."""
@@ -107,9 +139,14 @@ def grid_maxima(J: WindowObjective, settings: SearchSettings) -> list[NDArray]:
             for k in best]
 
 
-def search(objective_at: Callable[[float], WindowObjective], median_depth_m: float,
+def search(objective_at: Callable[[float, float], WindowObjective], median_depth_m: float,
            settings: SearchSettings) -> tuple[list[Maximum], WindowObjective, NDArray]:
-    """Coarse-to-fine search. `objective_at(decay_deg)` builds a level's objective.
+    """Coarse-to-fine search. `objective_at(decay_deg, min_depth_m)` builds a level's
+    objective over the points at least min_depth_m deep (at the start pose).
+
+    The rotation grid is searched at zero translation, so only over the points far enough
+    that a translation within the bounds moves them less than half the kernel: depth >=
+    max_translation_m / tan(kernel / 2).
 
     Returns the distinct maxima of the finest level (best first), that level's objective and
     its scale (6,) (the kernel's angle for rotations, times the median depth for
@@ -118,13 +155,14 @@ def search(objective_at: Callable[[float], WindowObjective], median_depth_m: flo
     hypotheses: list[NDArray] = []
     maxima: list[Maximum] = []
     for level, decay_deg in enumerate(decay_schedule(settings)):
-        J = objective_at(decay_deg)
+        J = objective_at(decay_deg, 0.0)
         decay = np.radians(decay_deg)
         scale = np.array([decay] * 3 + [decay * median_depth_m] * 3)
         if level == 0:
-            hypotheses = grid_maxima(J, settings)
-        found = sorted((local_search(J, h, scale, settings) for h in hypotheses),
-                       key=lambda m: -m.value)
+            far = settings.max_translation_m / np.tan(0.5 * decay)
+            hypotheses = grid_maxima(objective_at(decay_deg, far), settings)
+        found = sorted((valley_search(J, local_search(J, h, scale, settings), scale, settings)
+                        for h in hypotheses), key=lambda m: -m.value)
         maxima = []
         for candidate in found:  # distinct maxima, best first
             if all(np.max(np.abs(candidate.delta - m.delta) / scale) > 1.0 for m in maxima):
