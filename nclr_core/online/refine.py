@@ -89,6 +89,8 @@ class RefineSettings:
     finest_decay_deg: float = 0.15
     """Finest level's kernel: the image edges' reward halves every this many degrees of view
     angle (converted to pixels with each camera's focal length)."""
+    min_decay_px: float = 1.5
+    """No kernel is narrower than this many pixels (a small image's edges are not sharper)."""
     level_ratio: float = 2.5
     """Coarse to fine: each level's kernel is about this much narrower than the previous."""
     local_mean_decays: float = 8.0
@@ -211,7 +213,8 @@ class _Window:
         frames = []
         for (frame, rotated, weights, cells, _, edges), keep in zip(self.parts, deep,
                                                                    strict=True):
-            decay_px = abs(frame.camera.K[0, 0]) * np.radians(decay_deg)
+            decay_px = max(abs(frame.camera.K[0, 0]) * np.radians(decay_deg),
+                           self.settings.min_decay_px)
             key = (decay_deg, id(edges))
             if key not in self._maps:
                 self._maps[key] = spread_edges(edges, decay_px, self.settings.self_weight,
