@@ -40,10 +40,12 @@ class ContourSettings:
 
 @dataclass(frozen=True, eq=False)
 class ContourPoints:
-    """points (M, 3) float64 on the contours (LiDAR frame), weights (M,) float64."""
+    """points (M, 3) float64 on the contours (LiDAR frame), weights (M,) float64, and the
+    cloud's azimuth step (deg): how finely the contours are sampled."""
 
     points: NDArray[np.float64]
     weights: NDArray[np.float64]
+    azimuth_step_deg: float
 
 
 def _horizontal_pairs(lines: ScanLines, order: NDArray, settings: ContourSettings
@@ -70,16 +72,18 @@ def _horizontal_pairs(lines: ScanLines, order: NDArray, settings: ContourSetting
     return order[pairs], order[pairs + 1], breaks
 
 
-def _contour_points(points: NDArray, near: NDArray, far: NDArray, ranges: NDArray,
-                    toward_far: float, settings: ContourSettings) -> ContourPoints:
-    """Edge points at the near range, `toward_far` of the way from each pair's near
-    direction to its far one."""
+def _contour_points(points: NDArray, near: NDArray, far: NDArray, lines: ScanLines,
+                    settings: ContourSettings) -> ContourPoints:
+    """Edge points at the near range, between each pair's near and far directions."""
+    ranges = lines.range_m
+    toward_far = float(np.clip(
+        0.5 * (1.0 - settings.beam_divergence_deg / lines.azimuth_step_deg), 0.0, 0.5))
     unit = points / np.maximum(ranges, 1e-9)[:, None]
     middle = unit[near] + toward_far * (unit[far] - unit[near])
     middle /= np.linalg.norm(middle, axis=1, keepdims=True)
     jump = ranges[far] - ranges[near]
     return ContourPoints(middle * ranges[near, None],
-                         np.sqrt(np.minimum(jump, settings.max_jump_m)))
+                         np.sqrt(np.minimum(jump, settings.max_jump_m)), lines.azimuth_step_deg)
 
 
 def contour_points(points: NDArray, ring: NDArray | None,
@@ -94,7 +98,4 @@ def contour_points(points: NDArray, ring: NDArray | None,
     near_h = np.where(r[first] <= r[second], first, second)
     far_h = np.where(r[first] <= r[second], second, first)
     keep = (r[far_h] - r[near_h] > settings.min_jump_m) & (breaks[near_h] <= settings.max_breaks)
-    near, far = near_h[keep], far_h[keep]
-    toward_far = float(np.clip(
-        0.5 * (1.0 - settings.beam_divergence_deg / lines.azimuth_step_deg), 0.0, 0.5))
-    return _contour_points(points, near, far, r, toward_far, settings)
+    return _contour_points(points, near_h[keep], far_h[keep], lines, settings)

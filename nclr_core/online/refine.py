@@ -131,6 +131,12 @@ class RefineSettings:
     standard errors (paired over the clusters)."""
     ambiguity_kernels: float = 3.0
     """... counting only maxima farther than this many finest kernels in some coordinate."""
+    floor_azimuth_steps: float = 0.5
+    """The covariance's systematic floor, added to the sandwich: a contour is only known to
+    within the LiDAR's azimuth step, and that error is shared by all the points of a
+    contour, so no amount of points averages it out. Each rotation axis gets a sigma of
+    this many azimuth steps, each translation axis that angle times the contours' median
+    depth."""
     max_sigma_fraction: float = 0.5
     """Refuse as flat when a rotation sigma exceeds this fraction of max_rotation_deg or a
     translation sigma this fraction of max_translation_m."""
@@ -156,8 +162,9 @@ class RefineResult:
 
 
 def _contours_in_view(frame: RefineFrame, T_start: NDArray, settings: RefineSettings
-                      ) -> tuple[NDArray, NDArray]:
-    """LiDAR-frame contour points (M, 3) in view at T_start and their weights (M,)."""
+                      ) -> tuple[NDArray, NDArray, float]:
+    """LiDAR-frame contour points (M, 3) in view at T_start, their weights (M,), and the
+    cloud's azimuth step (deg)."""
     contours = contour_points(frame.points, frame.ring, ContourSettings(
         min_jump_m=settings.min_jump_m, max_jump_m=settings.max_jump_m,
         neighbour_gap_steps=settings.neighbour_gap_steps,
@@ -165,7 +172,8 @@ def _contours_in_view(frame: RefineFrame, T_start: NDArray, settings: RefineSett
         beam_divergence_deg=settings.beam_divergence_deg))
     view = project_points_with_camera(contours.points, T_start, frame.camera,
                                       settings.min_depth_m)
-    return contours.points[view.in_image], contours.weights[view.in_image]
+    return (contours.points[view.in_image], contours.weights[view.in_image],
+            contours.azimuth_step_deg)
 
 
 def _tiles(uv: NDArray, camera: CameraModel, cell_px: int) -> tuple[NDArray, int]:
@@ -188,8 +196,10 @@ class _Window:
         R = T_start[:3, :3]
         self.parts = []
         self.cell_count = 0
+        steps = []
         for frame in frames:
-            points, weights = _contours_in_view(frame, T_start, settings)
+            points, weights, step = _contours_in_view(frame, T_start, settings)
+            steps.append(step)
             if len(points) == 0:
                 continue
             uv, depth = frame.camera.project(points @ R.T + T_start[:3, 3])
@@ -198,6 +208,7 @@ class _Window:
             self.parts.append((frame, points @ R.T, weights, cells, depth,
                                image_edges(grey_level(np.asarray(frame.image)))))
         self.points_used = sum(len(p[1]) for p in self.parts)
+        self.azimuth_step_deg = float(np.median(steps))
         self._maps: dict[tuple[float, int], NDArray] = {}
 
     def median_depth(self) -> float:
@@ -257,7 +268,8 @@ def refine(frames: Sequence[RefineFrame], T_start: NDArray,
         return result(f"too few contour points in view: {window.points_used} < "
                       f"{settings.min_edge_points}")
     search_settings = _search_settings(settings)
-    maxima, J, scale = search(window.objective, window.median_depth(), search_settings)
+    depth = window.median_depth()
+    maxima, J, scale = search(window.objective, depth, search_settings)
     best = maxima[0]
     zero = np.zeros(6)
     j_start = J(zero)
@@ -276,7 +288,9 @@ def refine(frames: Sequence[RefineFrame], T_start: NDArray,
     if not np.all(np.linalg.eigvalsh(H) < 0.0):
         return result("flat maximum: the objective's curvature is not negative definite",
                       *found)
-    covariance = sandwich_covariance(H, cluster_gradients(J, best.delta, step))
+    floor = np.radians(settings.floor_azimuth_steps * window.azimuth_step_deg)
+    covariance = (sandwich_covariance(H, cluster_gradients(J, best.delta, step))
+                  + np.diag([floor**2] * 3 + [(floor * depth) ** 2] * 3))
     estimate = PoseEstimate(T_found, covariance)
     if (estimate.sigma_rot_deg.max() > settings.max_sigma_fraction * settings.max_rotation_deg
             or estimate.sigma_trans_m.max()
