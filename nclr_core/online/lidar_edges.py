@@ -15,6 +15,12 @@ max_jump_m)). Foliage scatters returns so that nearly every pair is a jump; a ne
 with more than `max_breaks` jumps among the `clutter_window` neighbour pairs on either side
 along its line is clutter, not a contour (an object's contour has one or two: a pole's
 left and right side).
+
+Reflectance edges (painted lines, the border of a sign) are neighbours on one surface (no
+range break around them) whose intensities differ by more than `reflectance_jump` after each
+cloud is scaled by its own 99th percentile (`normalised_intensity`: drivers give 0-1 or
+0-255); the edge point is their midpoint, weighted `reflectance_weight` times the jump.
+They constrain what vertical contours cannot: the roll and the translation.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ from nclr_core.online.scan_lines import ScanLines, scan_lines
 
 @dataclass(frozen=True)
 class ContourSettings:
-    """What counts as an occluding contour (see the module docstring)."""
+    """What counts as a contour (see the module docstring and `refine.RefineSettings`)."""
 
     min_jump_m: float = 0.5
     max_jump_m: float = 10.0
@@ -36,6 +42,8 @@ class ContourSettings:
     clutter_window: int = 5
     max_breaks: int = 2
     beam_divergence_deg: float = 0.15
+    reflectance_jump: float = 0.3
+    reflectance_weight: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,28 +56,44 @@ class ContourPoints:
     azimuth_step_deg: float
 
 
-def _horizontal_pairs(lines: ScanLines, order: NDArray, settings: ContourSettings
-                      ) -> tuple[NDArray, NDArray, NDArray]:
-    """Neighbour pairs along the lines: (first, second) indices (P,) into the cloud, and
-    the number of breaks (N,) around each point (see the module docstring)."""
+def _neighbour_pairs(lines: ScanLines, order: NDArray, settings: ContourSettings
+                     ) -> NDArray[np.bool_]:
+    """(N - 1,) whether sorted points k and k + 1 (`order` sorts the cloud by line, then
+    azimuth) are neighbours on a line."""
     az = lines.azimuth_deg[order]
     el = lines.elevation_deg[order]
     line = lines.line[order]
-    r = lines.range_m[order]
     gap = settings.neighbour_gap_steps * lines.azimuth_step_deg
     # two returns of one line more than half the line spacing apart in elevation are not
     # neighbours: a line stored across the sweep's seam holds two lasers there
-    same = ((line[1:] == line[:-1]) & (np.abs(az[1:] - az[:-1]) <= gap)
+    return ((line[1:] == line[:-1]) & (np.abs(az[1:] - az[:-1]) <= gap)
             & (np.abs(el[1:] - el[:-1]) <= 0.5 * lines.line_spacing_deg))
-    is_break = same & (np.abs(r[1:] - r[:-1]) > settings.min_jump_m)
+
+
+def _breaks(values: NDArray, order: NDArray, same: NDArray, threshold: float, window: int
+            ) -> NDArray[np.int64]:
+    """(N,) how many of the 2 * window neighbour pairs around each point differ in `values`
+    (N,) by more than threshold."""
+    sorted_values = values[order]
+    is_break = same & (np.abs(sorted_values[1:] - sorted_values[:-1]) > threshold)
     cumulative = np.concatenate(([0], np.cumsum(is_break)))
     index = np.arange(len(order))
-    low = np.clip(index - settings.clutter_window, 0, len(is_break))
-    high = np.clip(index + settings.clutter_window, 0, len(is_break))
+    low = np.clip(index - window, 0, len(is_break))
+    high = np.clip(index + window, 0, len(is_break))
     breaks = np.empty(len(order), dtype=np.int64)
     breaks[order] = cumulative[high] - cumulative[low]
-    pairs = np.flatnonzero(same)
-    return order[pairs], order[pairs + 1], breaks
+    return breaks
+
+
+def normalised_intensity(intensity: NDArray) -> NDArray[np.float64] | None:
+    """Intensity (N,) divided by its 99th percentile and clipped to 0..1, or None when the
+    cloud has no positive intensity: drivers give 0-1 (KITTI) or 0-255 (nuScenes, many
+    others), and a robust per-cloud scale makes either the same."""
+    intensity = np.asarray(intensity, dtype=np.float64)
+    scale = np.percentile(intensity, 99.0) if len(intensity) else 0.0
+    if not np.isfinite(scale) or scale <= 0.0:
+        return None
+    return np.clip(intensity / scale, 0.0, 1.0)
 
 
 def _contour_points(points: NDArray, near: NDArray, far: NDArray, lines: ScanLines,
@@ -88,14 +112,35 @@ def _contour_points(points: NDArray, near: NDArray, far: NDArray, lines: ScanLin
 
 def contour_points(points: NDArray, ring: NDArray | None,
                    settings: ContourSettings = ContourSettings()) -> ContourPoints:
-    """Occluding-contour points of a LiDAR-frame cloud (N, >= 3) (see the module docstring);
-    ring (N,) or None (then derived, see `scan_lines`)."""
-    points = np.asarray(points, dtype=np.float64)[:, :3]
+    """Contour points of a LiDAR-frame cloud (N, >= 3) x y z [intensity] (see the module
+    docstring: reflectance edges need the intensity column); ring (N,) or None (then
+    derived, see `scan_lines`)."""
+    cloud = np.asarray(points, dtype=np.float64)
+    points = cloud[:, :3]
     lines = scan_lines(points, ring)
     r = lines.range_m
     order = np.lexsort((lines.azimuth_deg, lines.line))
-    first, second, breaks = _horizontal_pairs(lines, order, settings)
-    near_h = np.where(r[first] <= r[second], first, second)
-    far_h = np.where(r[first] <= r[second], second, first)
-    keep = (r[far_h] - r[near_h] > settings.min_jump_m) & (breaks[near_h] <= settings.max_breaks)
-    return _contour_points(points, near_h[keep], far_h[keep], lines, settings)
+    same = _neighbour_pairs(lines, order, settings)
+    pairs = np.flatnonzero(same)
+    first, second = order[pairs], order[pairs + 1]
+    breaks = _breaks(r, order, same, settings.min_jump_m, settings.clutter_window)
+    near = np.where(r[first] <= r[second], first, second)
+    far = np.where(r[first] <= r[second], second, first)
+    keep = (r[far] - r[near] > settings.min_jump_m) & (breaks[near] <= settings.max_breaks)
+    contours = _contour_points(points, near[keep], far[keep], lines, settings)
+    intensity = (normalised_intensity(cloud[:, 3])
+                 if cloud.shape[1] > 3 and settings.reflectance_weight > 0.0 else None)
+    if intensity is None:
+        return contours
+    # reflectance edges: a painted line, a sign's border; on one surface (no range break)
+    jump = np.abs(intensity[first] - intensity[second])
+    flicker = _breaks(intensity, order, same, settings.reflectance_jump, settings.clutter_window)
+    keep = ((jump > settings.reflectance_jump)
+            & (np.abs(r[first] - r[second]) < settings.min_jump_m)
+            & (breaks[first] == 0) & (flicker[first] <= settings.max_breaks)
+            & (flicker[second] <= settings.max_breaks))
+    middle = 0.5 * (points[first[keep]] + points[second[keep]])
+    return ContourPoints(np.concatenate([contours.points, middle]),
+                         np.concatenate([contours.weights,
+                                         settings.reflectance_weight * jump[keep]]),
+                         contours.azimuth_step_deg)

@@ -81,6 +81,14 @@ class RefineSettings:
     """The LiDAR's beam divergence (deg): where between a near and a far return the contour
     is placed (`lidar_edges`). Mechanical spinning LiDARs have 0.1-0.2 deg (2-3 mrad); a
     ray-cast simulator has 0."""
+    reflectance_jump: float = 0.3
+    """Two neighbouring returns on one surface whose intensities (each cloud scaled by its
+    99th percentile, `lidar_edges.normalised_intensity`) differ by more than this are a
+    reflectance edge (painted lines, signs)."""
+    reflectance_weight: float = 1.0
+    """Weight of a reflectance edge per unit of intensity jump (0: depth contours only; a
+    depth contour weighs 0.7-3.2). Painted lines constrain what vertical contours cannot (the
+    roll, the translation)."""
     min_depth_m: float = 1.0
     """Contour points nearer to the camera than this (m, at the start pose) are not used."""
     grid_points: int = 13
@@ -126,7 +134,7 @@ class RefineSettings:
     min_improvement_t: float = 3.0
     """Refuse unless J at the estimate beats J at the start by this many standard errors
     (paired over the clusters)."""
-    min_ambiguity_t: float = 2.0
+    min_ambiguity_t: float = 3.0
     """Refuse when another maximum, distinct from the estimate, is not beaten by this many
     standard errors (paired over the clusters)."""
     ambiguity_kernels: float = 3.0
@@ -169,7 +177,9 @@ def _contours_in_view(frame: RefineFrame, T_start: NDArray, settings: RefineSett
         min_jump_m=settings.min_jump_m, max_jump_m=settings.max_jump_m,
         neighbour_gap_steps=settings.neighbour_gap_steps,
         clutter_window=settings.clutter_window, max_breaks=settings.max_breaks,
-        beam_divergence_deg=settings.beam_divergence_deg))
+        beam_divergence_deg=settings.beam_divergence_deg,
+        reflectance_jump=settings.reflectance_jump,
+        reflectance_weight=settings.reflectance_weight))
     view = project_points_with_camera(contours.points, T_start, frame.camera,
                                       settings.min_depth_m)
     return (contours.points[view.in_image], contours.weights[view.in_image],
