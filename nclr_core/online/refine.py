@@ -126,7 +126,7 @@ class RefineSettings:
     """... out to this many of the level's kernels on either side ..."""
     valley_points: int = 25
     """... at this many points."""
-    cell_px: int = 64
+    tile_px: int = 64
     """Image tiles (px) that group points into clusters for the covariance and the paired
     tests: errors of nearby points are correlated, those of distant tiles less."""
     min_edge_points: int = 300
@@ -186,13 +186,27 @@ def _contours_in_view(frame: RefineFrame, T_start: NDArray, settings: RefineSett
             contours.azimuth_step_deg)
 
 
-def _tiles(uv: NDArray, camera: CameraModel, cell_px: int) -> tuple[NDArray, int]:
+def _tiles(uv: NDArray, camera: CameraModel, tile_px: int) -> tuple[NDArray, int]:
     """Tile index (M,) of pixels uv (M, 2) and the number of tiles."""
-    columns = int(np.ceil(camera.width / cell_px))
-    rows = int(np.ceil(camera.height / cell_px))
-    col = np.clip((uv[:, 0] // cell_px).astype(np.int64), 0, columns - 1)
-    row = np.clip((uv[:, 1] // cell_px).astype(np.int64), 0, rows - 1)
+    columns = int(np.ceil(camera.width / tile_px))
+    rows = int(np.ceil(camera.height / tile_px))
+    col = np.clip((uv[:, 0] // tile_px).astype(np.int64), 0, columns - 1)
+    row = np.clip((uv[:, 1] // tile_px).astype(np.int64), 0, rows - 1)
     return row * columns + col, rows * columns
+
+
+@dataclass(frozen=True, eq=False)
+class _FrameContours:
+    """One frame's contour points fixed at T_start: rotated (M, 3) by T_start's rotation
+    (not yet translated), weights (M,), tiles (M,) (clusters), depth (M,) at T_start, and
+    the frame's edge map (H, W)."""
+
+    frame: RefineFrame
+    rotated: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    tiles: NDArray[np.int64]
+    depth: NDArray[np.float64]
+    edges: NDArray[np.float32]
 
 
 class _Window:
@@ -204,8 +218,8 @@ class _Window:
         self.T_start = T_start
         self.settings = settings
         R = T_start[:3, :3]
-        self.parts = []
-        self.cell_count = 0
+        self.parts: list[_FrameContours] = []
+        self.tile_count = 0
         steps = []
         for frame in frames:
             points, weights, step = _contours_in_view(frame, T_start, settings)
@@ -213,36 +227,38 @@ class _Window:
             if len(points) == 0:
                 continue
             uv, depth = frame.camera.project(points @ R.T + T_start[:3, 3])
-            cells, count = _tiles(uv, frame.camera, settings.cell_px)
-            self.cell_count = max(self.cell_count, count)
-            self.parts.append((frame, points @ R.T, weights, cells, depth,
-                               image_edges(grey_level(np.asarray(frame.image)))))
-        self.points_used = sum(len(p[1]) for p in self.parts)
+            tiles, count = _tiles(uv, frame.camera, settings.tile_px)
+            self.tile_count = max(self.tile_count, count)
+            self.parts.append(_FrameContours(frame, points @ R.T, weights, tiles, depth,
+                                             image_edges(grey_level(np.asarray(frame.image)))))
+        self.points_used = sum(len(p.weights) for p in self.parts)
         self.azimuth_step_deg = float(np.median(steps))
         self._maps: dict[tuple[float, int], NDArray] = {}
 
     def median_depth(self) -> float:
-        return float(np.median(np.concatenate([p[4] for p in self.parts])))
+        return float(np.median(np.concatenate([p.depth for p in self.parts])))
+
+    def _score_map(self, part: _FrameContours, decay_deg: float) -> NDArray[np.float32]:
+        """The frame's spread edge map at a level (cached: every level is built twice)."""
+        key = (decay_deg, id(part))
+        if key not in self._maps:
+            decay_px = max(abs(part.frame.camera.K[0, 0]) * np.radians(decay_deg),
+                           self.settings.min_decay_px)
+            self._maps[key] = spread_edges(part.edges, decay_px, self.settings.self_weight,
+                                           self.settings.local_mean_decays * decay_px)
+        return self._maps[key]
 
     def objective(self, decay_deg: float, min_depth_m: float) -> WindowObjective:
         """J at a level whose edge reward halves every `decay_deg` of view angle, over the
         points at least `min_depth_m` deep at T_start (all of them when fewer than
         min_edge_points are)."""
-        deep = [p[4] >= min_depth_m for p in self.parts]
+        deep = [p.depth >= min_depth_m for p in self.parts]
         if sum(int(d.sum()) for d in deep) < self.settings.min_edge_points:
-            deep = [np.ones(len(p[4]), dtype=bool) for p in self.parts]
-        frames = []
-        for (frame, rotated, weights, cells, _, edges), keep in zip(self.parts, deep,
-                                                                   strict=True):
-            decay_px = max(abs(frame.camera.K[0, 0]) * np.radians(decay_deg),
-                           self.settings.min_decay_px)
-            key = (decay_deg, id(edges))
-            if key not in self._maps:
-                self._maps[key] = spread_edges(edges, decay_px, self.settings.self_weight,
-                                               self.settings.local_mean_decays * decay_px)
-            frames.append(EdgeFrame(rotated[keep], weights[keep], cells[keep], frame.camera,
-                                    self._maps[key]))
-        return WindowObjective(frames, self.T_start[:3, 3], self.cell_count)
+            deep = [np.ones(len(p.depth), dtype=bool) for p in self.parts]
+        frames = [EdgeFrame(p.rotated[keep], p.weights[keep], p.tiles[keep], p.frame.camera,
+                            self._score_map(p, decay_deg))
+                  for p, keep in zip(self.parts, deep, strict=True)]
+        return WindowObjective(frames, self.T_start[:3, 3], self.tile_count)
 
 
 def _search_settings(settings: RefineSettings) -> SearchSettings:

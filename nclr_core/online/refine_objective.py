@@ -25,14 +25,14 @@ class EdgeFrame:
     """One frame's fixed edge points and its spread edge map.
 
     points_rotated: (M, 3) LiDAR edge points rotated into the camera frame by T_ref's
-    rotation (not yet translated); weights (M,); cells (M,) int64 the image tile each point
+    rotation (not yet translated); weights (M,); tiles (M,) int64 the image tile each point
     falls in at T_ref (for the clustered statistics); score_map (H, W) float32 of the
     camera's image size.
     """
 
     points_rotated: NDArray[np.float64]
     weights: NDArray[np.float64]
-    cells: NDArray[np.int64]
+    tiles: NDArray[np.int64]
     camera: CameraModel
     score_map: NDArray[np.float32]
 
@@ -60,7 +60,7 @@ class _CameraGroup:
     maps: NDArray[np.float32]
 
 
-def _group_by_camera(frames: Sequence[EdgeFrame], cell_count: int) -> list[_CameraGroup]:
+def _group_by_camera(frames: Sequence[EdgeFrame], tile_count: int) -> list[_CameraGroup]:
     groups: list[list[tuple[int, EdgeFrame]]] = []
     for index, frame in enumerate(frames):
         for group in groups:
@@ -79,7 +79,7 @@ def _group_by_camera(frames: Sequence[EdgeFrame], cell_count: int) -> list[_Came
             weights=np.concatenate([f.weights for _, f in group]),
             rows=np.concatenate([np.full(len(f.weights), float(k * height))
                                  for k, (_, f) in enumerate(group)]),
-            clusters=np.concatenate([f.cells + i * cell_count for i, f in group]),
+            clusters=np.concatenate([f.tiles + i * tile_count for i, f in group]),
             maps=np.concatenate([f.score_map for _, f in group])))
     return out
 
@@ -113,13 +113,13 @@ def _rotation_matrix(omega: NDArray[np.float64]) -> NDArray[np.float64]:
 class WindowObjective:
     """J(δ) over a window of `EdgeFrame`s sharing one extrinsic, around `t_ref` (3,) (the
     translation of T_ref; rotations are already applied to the frames' points).
-    `cell_count`: tiles per frame (the clusters of `cluster_sums`)."""
+    `tile_count`: tiles per frame (the clusters of `cluster_sums`)."""
 
     def __init__(self, frames: Sequence[EdgeFrame], t_ref: NDArray[np.float64],
-                 cell_count: int) -> None:
+                 tile_count: int) -> None:
         self.t_ref = np.asarray(t_ref, dtype=np.float64)
-        self.cluster_count = cell_count * len(frames)
-        self.groups = _group_by_camera(frames, cell_count)
+        self.cluster_count = tile_count * len(frames)
+        self.groups = _group_by_camera(frames, tile_count)
         self.total_weight = float(sum(g.weights.sum() for g in self.groups))
         if self.total_weight <= 0.0:
             raise ValueError("the window has no weighted edge points")
