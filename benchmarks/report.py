@@ -186,6 +186,21 @@ def spconv(section: dict[str, Any]) -> str:
     return out
 
 
+def refine(section: dict[str, Any]) -> str:
+    s = section
+    errors = (f"{_g(s['rotation_error_deg'])} deg / {_g(s['translation_error_m'])} m"
+              if "rotation_error_deg" in s else "n/a")
+    out = _table(["window", "frames", "points/frame", "image HxW", "wall s (median)",
+                  "CPU s (median)", "peak RSS MiB", "result", "error of the maximum"],
+                 [[s["source"], s["frames"], f"{s['points_per_frame_median']:.0f}",
+                   "x".join(map(str, s["image_hw"])), _g(s["wall_s"]["median_s"]),
+                   _g(s["cpu_s_median"]), f"{s['memory']['peak_rss_mib']:.0f}",
+                   s["reason"], errors]])
+    return out + (f"\nOne `refine` call from a prior {s['prior_deg']} deg / {s['prior_m']} m "
+                  "from the truth (default bounds); CPU s is the process's CPU time, less "
+                  "sensitive to other processes on the cores than the wall time.\n")
+
+
 RENDERERS = {
     "epnp": ("EPnP vs OpenCV", epnp),
     "inference": ("Calibration inference", inference),
@@ -193,6 +208,7 @@ RENDERERS = {
     "training": ("Training step", training),
     "data": ("Data loading", data),
     "spconv": ("Sparse convolution (point encoder, CPU config)", spconv),
+    "refine": ("Training-free refinement (one window)", refine),
 }
 
 

@@ -34,6 +34,7 @@ from benchmarks import (  # noqa: E402
     bench_epnp,
     bench_inference,
     bench_node,
+    bench_refine,
     bench_spconv,
     bench_synthetic,
     bench_training,
@@ -43,7 +44,7 @@ from benchmarks.recorded import with_recorded  # noqa: E402
 from benchmarks.report import markdown  # noqa: E402
 from nclr_core.atomic_write import write_text_atomic  # noqa: E402
 
-SECTIONS = ("epnp", "inference", "node", "training", "data", "spconv")
+SECTIONS = ("epnp", "inference", "node", "training", "data", "spconv", "refine")
 SYNTHETIC_FRAMES = {True: 2, False: 8}  # by --quick
 
 
@@ -91,6 +92,7 @@ def run_section(name: str, quick: bool, synthetic_root: Path) -> dict[str, Any]:
         "training": lambda: bench_training.run(quick, synthetic_root),
         "data": lambda: bench_data.run(quick, synthetic_root),
         "spconv": lambda: bench_spconv.run(quick, synthetic_root),
+        "refine": lambda: bench_refine.run(quick, synthetic_root),
     }
     try:
         return runners[name]()

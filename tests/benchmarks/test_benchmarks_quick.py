@@ -102,7 +102,12 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert {r["outlier_ratio"] for r in epnp["ransac"]} == {0.3, 0.6}
     assert all(r["speed_ratio_ours_over_opencv_epnp"] > 0 for r in epnp["throughput"])
 
+    refine = sections["refine"]
+    assert refine["frames"] >= 2 and refine["wall_s"]["median_s"] > 0
+    assert refine["cpu_s_median"] > 0 and refine["contour_points"] > 0
+
     tables = (tmp_path / "benchmarks.md").read_text()
     for title in ("EPnP vs OpenCV", "Calibration inference", "Node throughput",
-                  "Training step", "Data loading", "Sparse convolution"):
+                  "Training step", "Data loading", "Sparse convolution",
+                  "Training-free refinement"):
         assert f"## {title}" in tables
