@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint as a calibrator on a bag "
                                      "(offline, or --live through the node)")
     ev.add_argument("bag", help="bag folder")
-    ev.add_argument("--checkpoint", required=True, help="NCLR checkpoint (.pt)")
+    ev.add_argument("--checkpoint", required=True,
+                    help="NCLR checkpoint (.pt), or 'none' with --stages refine (no network)")
     ev.add_argument("--out", required=True, help="output folder (frames.csv, metrics.json, "
                                                  "plots, overlays/)")
     ev.add_argument("--ground-truth", type=Path,
@@ -192,6 +193,10 @@ def _eval(args: argparse.Namespace) -> int:
               f"sigma x y z: rotation {sigma_rot} deg, translation {sigma_trans} cm")
     else:
         print("aggregated estimate: none (too few accepted frames)")
+    if m["drift"] is not None:
+        state = "DRIFTED from" if m["drift"]["drifted"] else "consistent with"
+        print(f"the estimate is {state} the prior (installed calibration): "
+              f"{m['drift']['drift']}")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 

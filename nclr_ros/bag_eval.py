@@ -62,6 +62,7 @@ from nclr_core.atomic_write import atomic_path, write_bytes_atomic
 from nclr_core.engine.calibration_eval import plot_recall_curves, recall_curves, write_frames_csv
 from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.metrics_file import write_metrics_json
+from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.metrics import pose_errors, registration_success
 from nclr_core.geometry.se3 import (
@@ -81,6 +82,7 @@ from nclr_ros.calibration_parameters import (
     NODE_NAME,
     STATUS_SUFFIX,
     defaults,
+    needs_network,
     online_settings,
     solver_settings,
 )
@@ -97,7 +99,8 @@ _ROLE_ORDER = {"info": 0, "image": 1, "points": 2}  # BagFrames' order of tied m
 class EvalOptions:
     """How to evaluate.
 
-    checkpoint: NCLR checkpoint (.pt). out: output folder. topics: bag topic names.
+    checkpoint: NCLR checkpoint (.pt), or "none" with the refine stage alone. out: output
+        folder. topics: bag topic names.
     ground_truth: calibration file (YAML/JSON); None: the bag's /tf_static.
     live: run the node instead of the Calibrator in-process.
     prior_deg, prior_m: prior's exact rotation (degrees) / translation (metres) from the
@@ -138,10 +141,13 @@ class EvalOptions:
 
 @dataclass
 class Pass:
-    """What one evaluation produced: records (one per processed pair, in order) and counts."""
+    """What one evaluation produced: records (one per processed pair, in order), counts and
+    the final drift test against the prior (`drifted`, `drift`: the node's diagnostics
+    values; None without a prior or an estimate)."""
 
     records: list[FrameRecord]
     counts: dict[str, int]
+    drift: dict[str, Any] | None = None
 
 
 def node_parameters(options: EvalOptions) -> dict[str, Any]:
@@ -217,7 +223,9 @@ def run_offline(frames: BagFrames, pipeline: OnlineCalibration) -> Pass:
     counts = {"pairs": len(records), "processed": len(records), "dropped_pairs": 0,
               "dropped_images": c.dropped_images, "dropped_clouds": c.dropped_clouds,
               "images_without_info": frames.images_without_info}
-    return Pass(records, counts)
+    drift = pipeline.drift()
+    return Pass(records, counts, None if drift is None else {"drifted": drift.drifted,
+                                                             "drift": drift.describe()})
 
 
 # ---------------------------------------------------------------------------------- live
@@ -226,7 +234,6 @@ def _node_command(options: EvalOptions, frames: BagFrames, prior: np.ndarray | N
     topics = options.topics
     compressed = frames.image_topic != topics.image
     command = [sys.executable, "-m", "nclr_ros.calibration_node", "--ros-args",
-               "-p", f"model_path:={Path(options.checkpoint).resolve()}",
                "-p", f"device:={options.device}",
                "-p", "reliability:=reliable",
                "-p", f"qos_depth:={params['qos_depth']}",
@@ -234,6 +241,8 @@ def _node_command(options: EvalOptions, frames: BagFrames, prior: np.ndarray | N
                "-p", "save_on_shutdown:=false",
                "-p", f"stages:={params['stages']}",
                "-r", f"camera_info:={topics.info}", "-r", f"points:={topics.points}"]
+    if str(options.checkpoint) != NO_CHECKPOINT:
+        command += ["-p", f"model_path:={Path(options.checkpoint).resolve()}"]
     if compressed:
         command += ["-p", "use_compressed:=true", "-r", f"image/compressed:={frames.image_topic}"]
     else:
@@ -411,7 +420,9 @@ def run_live(bag: Path, frames: BagFrames, options: EvalOptions, params: dict[st
               "images_without_info": session.count("bad_input.no_camera_info")}
     counts.update({key: int(value) for key, value in diag.items()
                    if key.startswith("bad_input.")})
-    return Pass(session.records, counts)
+    drift = {"drifted": diag["drifted"] == "True", "drift": diag["drift"]} \
+        if "drifted" in diag else None
+    return Pass(session.records, counts, drift)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -584,11 +595,15 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
     frames = BagFrames(bag, options.topics, slop=params["sync_slop_s"],
                        queue_size=params["sync_queue_size"])
     truth = _ground_truth_of(bag, options)
-    try:  # live too: a bad checkpoint is reported here, before the node starts
-        calibrator = Calibrator.from_checkpoint(options.checkpoint, options.device,
-                                                solver_settings(params))
-    except CheckpointError as err:
-        raise ValueError(str(err)) from err
+    calibrator = None
+    if needs_network(params):
+        if str(options.checkpoint) == NO_CHECKPOINT:
+            raise ValueError(f"stages {options.stages} need a network: give a checkpoint")
+        try:  # live too: a bad checkpoint is reported here, before the node starts
+            calibrator = Calibrator.from_checkpoint(options.checkpoint, options.device,
+                                                    solver_settings(params))
+        except CheckpointError as err:
+            raise ValueError(str(err)) from err
     pairs: list[tuple[float, np.ndarray]] = []
     for sample in frames:  # ground truth per pair (and a first check of the whole bag)
         pairs.append((sample["camera_stamp"], np.asarray(truth(sample), dtype=np.float64)))
@@ -632,6 +647,7 @@ def _evaluate(bag: Path, options: EvalOptions, command: str) -> dict[str, Any]:
         "counts": {**result.counts, "valid": sum(r.valid for r in result.records),
                    "accepted": sum(r.accepted for r in result.records)},
         "latency_s": _stats([r.latency_s for r in result.records]),
+        "drift": result.drift,
         **summarize(rows, result.records[-1], truths[-1]),
         "per_frame": rows,
         "files": {"frames_csv": "frames.csv", "error_plot": "error_over_time.png",

@@ -72,6 +72,7 @@ from nclr_ros.calibration_parameters import (
     PARAMETERS,
     SHIPPED_MODEL,
     STATUS_SUFFIX,
+    needs_network,
     online_settings,
     prior_from_parameters,
     solver_settings,
@@ -174,17 +175,19 @@ class CalibrationNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         p = declare_parameters(self, PARAMETERS)
         self.params = p
-        if not p["model_path"]:
-            shipped = package_file("models", SHIPPED_MODEL)
-            if shipped is None:
-                raise ValueError("parameter model_path is empty and the package has no "
-                                 f"models/{SHIPPED_MODEL}: set it to an NCLR checkpoint")
-            self.get_logger().warning(
-                f"model_path is empty: using the shipped {shipped}, pre-trained on synthetic "
-                "scenes only; pre-train on your own logs for a real vehicle")
-            p["model_path"] = str(shipped)
-        calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
-                                                solver_settings(p))
+        calibrator = None
+        if needs_network(p):
+            if not p["model_path"]:
+                shipped = package_file("models", SHIPPED_MODEL)
+                if shipped is None:
+                    raise ValueError("parameter model_path is empty and the package has no "
+                                     f"models/{SHIPPED_MODEL}: set it to an NCLR checkpoint")
+                self.get_logger().warning(
+                    f"model_path is empty: using the shipped {shipped}, pre-trained on "
+                    "synthetic scenes only; pre-train on your own logs for a real vehicle")
+                p["model_path"] = str(shipped)
+            calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
+                                                    solver_settings(p))
         self.prior = prior_from_parameters(p)
         self.pipeline = OnlineCalibration(calibrator, online_settings(p), self.prior)
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
@@ -256,7 +259,8 @@ class CalibrationNode(Node):
                                        "calibration of a pair", self._lock,
                                        "nclr_calibration_worker", self._on_worker_error)
         self.get_logger().info(
-            f"calibrating with {p['model_path']} on {p['device']}; subscribed to "
+            f"calibrating ({p['stages']}) with {p['model_path'] or 'no network'} on "
+            f"{p['device']}; subscribed to "
             f"{'image/compressed' if p['use_compressed'] else 'image'}, points"
             f"{'' if p['intrinsics_from_parameters'] else ', camera_info'} "
             f"({p['reliability']}); calibration files go to {self.output_directory}")

@@ -9,7 +9,8 @@ import numpy as np
 
 from nclr_core.geometry.se3 import make_transform, matrix_from_quaternion_xyzw
 from nclr_core.inference import SolverSettings
-from nclr_core.online.pipeline import OnlineSettings
+from nclr_core.online.pipeline import NETWORK_STAGES, OnlineSettings
+from nclr_core.online.refine import RefineSettings
 
 NODE_NAME = "nclr_calibration"
 SHIPPED_MODEL = "nclr_synthetic.pt"  # models/ in the package (see README)
@@ -21,7 +22,8 @@ STATUS_SUFFIX = ": frame estimate"
 # Every parameter is read-only: it is read once at start-up.
 PARAMETERS: dict[str, tuple[Any, str]] = {
     "model_path": ("", "NCLR checkpoint (.pt; training/export_model.py); empty: the shipped "
-                       f"models/{SHIPPED_MODEL}, trained on synthetic data only."),
+                       f"models/{SHIPPED_MODEL}, trained on synthetic data only. Not loaded "
+                       "when the stages need no network (refine alone)."),
     "device": ("cpu", "torch device for inference: cpu, cuda, cuda:1, ..."),
     "use_compressed": (False, "subscribe to image/compressed (CompressedImage) instead of "
                               "image (Image)."),
@@ -66,6 +68,16 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "prior_max_translation_m": (0.5, "reject estimates farther from the prior, metres."),
     "window": (50, "per-frame estimates aggregated (sliding window)."),
     "joint_window": (24, "frames whose matches the joint stage pools (sliding window)."),
+    "refine_window": (10, "frames the refine stage aligns at once (varied places help)."),
+    "refine_every": (10, "frames between two refinements once its window is full (a "
+                         "refinement of 10 frames takes about 10 s on one CPU core; pairs "
+                         "arriving meanwhile are dropped)."),
+    "refine_max_rotation_deg": (6.0, "refine searches this far from its start, degrees "
+                                     "(above the start's expected error)."),
+    "refine_max_translation_m": (0.3, "refine searches this far from its start, metres."),
+    "refine_beam_divergence_deg": (0.15, "the LiDAR's beam divergence, degrees (2-3 mrad "
+                                         "for spinning LiDARs): where an occluding contour "
+                                         "lies between the near and far returns."),
     "min_frames": (3, "estimates needed before an aggregate is published."),
     "outlier_rotation_deg": (1.0, "aggregation outlier floor on rotation, degrees."),
     "outlier_translation_m": (0.05, "aggregation outlier floor on translation, metres."),
@@ -97,6 +109,11 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def needs_network(params: dict[str, Any]) -> bool:
+    """Whether the stages use the network (every stage but refine does)."""
+    return any(stage in NETWORK_STAGES for stage in parse_stages(params["stages"]))
+
+
 def solver_settings(params: dict[str, Any]) -> SolverSettings:
     """The Calibrator's per-frame solve and checks."""
     return SolverSettings(
@@ -122,6 +139,10 @@ def online_settings(params: dict[str, Any]) -> OnlineSettings:
         drift_sigmas=params["drift_sigmas"],
         drift_min_rotation_deg=params["drift_min_rotation_deg"],
         drift_min_translation_m=params["drift_min_translation_m"],
+        refine=RefineSettings(max_rotation_deg=params["refine_max_rotation_deg"],
+                              max_translation_m=params["refine_max_translation_m"],
+                              beam_divergence_deg=params["refine_beam_divergence_deg"]),
+        refine_window=params["refine_window"], refine_every=params["refine_every"],
         intensity_full_scale=params["intensity_full_scale"] or None)
 
 

@@ -64,12 +64,13 @@ from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.evaluation import PretextAccumulator
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.online_eval import (
+    NO_CHECKPOINT,
     FeatureCache,
     make_windows,
     run_calls,
     summarize_calls,
 )
-from nclr_core.engine.pretrain_config import PretrainConfig
+from nclr_core.engine.pretrain_config import DataConfig, PretrainConfig
 from nclr_core.engine.trainer import build_model, config_from_checkpoint
 from nclr_core.geometry.metrics import pose_errors
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
@@ -85,7 +86,9 @@ DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes", "nuscenes_
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="pre-training checkpoint (.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help=f"pre-training checkpoint (.pt), or {NO_CHECKPOINT!r}: no network "
+                        "(online regime, --stages refine, --dataset needed)")
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--dataset", choices=DATASETS,
                         help="reader (default: the checkpoint's data.dataset)")
@@ -118,6 +121,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "into windows of this many consecutive frames")
     parser.add_argument("--stages", nargs="+", default=["global"], choices=STAGES,
                         help="online regime: the pipeline's stages")
+    parser.add_argument("--refine-window", type=int,
+                        help="online regime: frames the refine stage aligns at once (default: "
+                        "the whole window)")
     parser.add_argument("--ransac-threshold-px", type=float,
                         default=SolverSettings.reprojection_threshold_px,
                         help="RANSAC inlier threshold (network pixels for registration, "
@@ -128,6 +134,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--max-frames must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.checkpoint == NO_CHECKPOINT:
+        if args.regime != "online" or args.baseline or args.untrained or args.dataset is None:
+            parser.error(f"--checkpoint {NO_CHECKPOINT} evaluates the online regime only "
+                         "(--regime online, no --baseline or --untrained) and needs --dataset")
     if args.priors_per_frame < 1 or (args.window_frames is not None and args.window_frames < 1):
         parser.error("--priors-per-frame and --window-frames must be at least 1")
     return args
@@ -218,15 +228,17 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
     windows = make_windows(samples, args.group_by_calibration, args.window_frames)
     network_input = NetworkInput.from_config(to_dict(cfg.data))
     longest = max(len(w.indices) for w in windows)
+    window_frames = longest if args.refine_window is None else args.refine_window
     online = OnlineSettings(stages=tuple(args.stages), min_frames=1, window=longest,
-                            joint_window=longest,
+                            joint_window=longest, refine_window=window_frames,
+                            refine_every=window_frames,
                             max_rotation_from_prior_deg=settings.max_rotation_from_prior_deg,
                             max_translation_from_prior_m=settings.max_translation_from_prior_m)
     summaries, rows = {}, []
     for name, model in models.items():
-        calibrator = FeatureCache(Calibrator(model, network_input, settings, device),
-                                  online.window)
-        accumulator = PretextAccumulator(threshold=model.point_threshold)
+        calibrator = None if model is None else FeatureCache(
+            Calibrator(model, network_input, settings, device), online.window)
+        accumulator = PretextAccumulator()
         calls = []
         for call in tqdm(run_calls(windows, samples.__getitem__,
                                    lambda prior, c=calibrator: OnlineCalibration(c, online, prior),
@@ -273,14 +285,20 @@ def _frame_record(calibrator: Calibrator, sample: dict, prior, outcome,
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Evaluate as `args` say; write metrics.json, frames.csv, recall_curves.png."""
-    checkpoint = load_checkpoint(args.checkpoint)
-    cfg = _config(checkpoint, args)
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         device = torch.device("cuda")
     else:
         device = torch.device("cpu")
-    models = {name: model.to(device).eval()
-              for name, model in _models(cfg, checkpoint["model"], args).items()}
+    if args.checkpoint == NO_CHECKPOINT:
+        checkpoint: dict[str, Any] = {}
+        cfg = PretrainConfig(data=DataConfig(dataset=args.dataset, root=args.data,
+                                             val_split=list(args.split)))
+        models: dict[str, CalibrationNet | None] = {METHOD: None}
+    else:
+        checkpoint = load_checkpoint(args.checkpoint)
+        cfg = _config(checkpoint, args)
+        models = {name: model.to(device).eval()
+                  for name, model in _models(cfg, checkpoint["model"], args).items()}
     settings = SolverSettings(reprojection_threshold_px=args.ransac_threshold_px,
                               seed=args.seed)
     regimes = REGIMES if args.regime == "both" else (args.regime,)
@@ -298,7 +316,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "command": command,
         "checkpoint": str(args.checkpoint),
         "checkpoint_step": checkpoint.get("step"),
-        "weights": "untrained" if args.untrained else "checkpoint",
+        "weights": "untrained" if args.untrained else (
+            "none" if args.checkpoint == NO_CHECKPOINT else "checkpoint"),
         "model": {"similarity": cfg.model.get("similarity", "lta"),
                   "matching": cfg.model.get("matching", "soft")},
         "dataset": cfg.data.dataset, "data": cfg.data.root, "split": cfg.data.val_split,
@@ -316,11 +335,16 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if BASELINE in per_method:
             metrics.setdefault(BASELINE, {})[regime] = per_method[BASELINE]
     write_frames_csv(out / "frames.csv", rows)
+    # per-frame recall curves (none when no network ran: refine alone)
     curves = {regime: {name: summary["recall_curves"] for name, summary in per_method.items()}
-              for regime, per_method in summaries.items()}
-    if "online" in summaries:
+              for regime, per_method in summaries.items()
+              if "recall_curves" in per_method[METHOD]}
+    if "online" in curves:
         curves["online"]["prior T_init"] = summaries["online"][METHOD]["prior_recall_curves"]
-    plot_recall_curves(out / "recall_curves.png", curves)
+    if curves:
+        plot_recall_curves(out / "recall_curves.png", curves)
+    else:
+        del metrics["files"]["recall_png"]
     write_metrics_json(out / "metrics.json", metrics)
     log.info("written to %s", out)
     return metrics

@@ -36,6 +36,7 @@ from nclr_core.online.pose import pose_delta, prior_at_distance
 from nclr_core.online.records import CalibrationEstimate
 
 Sample = dict[str, Any]
+NO_CHECKPOINT = "none"  # what the evaluation CLIs take for "no network" (refine alone)
 
 
 class FeatureCache:
@@ -147,7 +148,7 @@ def _frame(sample: Sample) -> Frame:
                                                  image.shape[1], image.shape[0])
     stamp = float(sample.get("stamp", 0.0))
     return Frame(image, sample["points"], camera, float(sample.get("camera_stamp", stamp)),
-                 stamp)
+                 stamp, sample.get("ring"))
 
 
 def _errors(T: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:

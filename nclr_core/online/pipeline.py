@@ -3,8 +3,8 @@
 call it and nothing deeper (as ROS image_pipeline's camera_calibration keeps its algorithm
 apart from its node).
 
-Stages (`OnlineSettings.stages`, run in this order when enabled), on one network forward
-per frame (`Calibrator.features`):
+Stages (`OnlineSettings.stages`, run in this order when enabled); the learned ones share
+one network forward per frame (`Calibrator.features`):
 - `global`: the network's matching over the whole cloud and RANSAC-PnP
   (`Calibrator.solve_global`): a per-frame pose, the only stage that needs no prior;
 - `guided`: matching inside windows around the projections of a reference pose, shrunk and
@@ -13,7 +13,12 @@ per frame (`Calibrator.features`):
   windows along its own bias, measured), else the pipeline's estimate once it exists;
 - `joint`: one robust solve with its covariance over the pooled matches of the last
   `joint_window` frames (`nclr_core.online.joint`): the guided frames whose matching held,
-  or without `guided` the global frames' RANSAC inliers.
+  or without `guided` the global frames' RANSAC inliers;
+- `refine`: training-free alignment of LiDAR contours with image edges over the last
+  `refine_window` frames (`nclr_core.online.refine`), from the estimate of the stages before
+  it (or the prior), once the window is full and every `refine_every` frames after; needs
+  no network (`stages: refine` alone runs without a checkpoint). A refused refinement keeps
+  its last solved estimate.
 
 The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
 0. cloud intensities are brought to [0, 1] (`OnlineSettings.intensity_full_scale`);
@@ -26,7 +31,9 @@ The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
 4. a per-frame stage's estimate is its window's robust weighted mean once it holds
    `min_frames` poses, with the covariance of that mean; the joint stage's is its solve over
    at least `min_frames` pooled frames;
-5. the pipeline's estimate is that of the last enabled stage that is solved.
+5. the refine stage's estimate is its last solved refinement; with `refine` alone a frame's
+   record says only that it joined the window (accepted, no per-frame pose);
+6. the pipeline's estimate is that of the last enabled stage that is solved.
 
 Drift (`drift()`): with an installed calibration (the prior), the estimate has drifted when
 some axis of their difference exceeds both `drift_sigmas` times the estimate's sigma on that
@@ -49,10 +56,12 @@ from nclr_core.online.joint import JointSettings, solve_joint
 from nclr_core.online.matches import FrameMatches
 from nclr_core.online.pose import pose_delta
 from nclr_core.online.records import NO_SIGMA, CalibrationEstimate, FrameRecord
+from nclr_core.online.refine import RefineFrame, RefineSettings, refine
 from nclr_core.temporal_estimator import TemporalEstimator
 
-STAGES = ("global", "guided", "joint")
+STAGES = ("global", "guided", "joint", "refine")
 PER_FRAME_STAGES = ("global", "guided")
+NETWORK_STAGES = ("global", "guided", "joint")
 AXES = ("x", "y", "z")
 
 
@@ -67,6 +76,8 @@ class OnlineSettings:
     max_rotation_from_prior_deg, max_translation_from_prior_m: with a prior, poses farther
         from it are refused (None: no bound).
     guided, joint: the guided and joint stages' settings; joint_window: frames pooled.
+    refine: the refine stage's settings; refine_window: frames it aligns at once;
+        refine_every: frames between two refinements once the window is full.
     drift_sigmas, drift_min_rotation_deg, drift_min_translation_m: the drift test.
     intensity_full_scale: the LiDAR's intensity full scale (e.g. 255.0), divided out so the
         stages see [0, 1] (`nclr_core.data.intensity`); None: found from the clouds.
@@ -82,6 +93,9 @@ class OnlineSettings:
     guided: GuidedSettings = field(default_factory=GuidedSettings)
     joint: JointSettings = field(default_factory=JointSettings)
     joint_window: int = 24
+    refine: RefineSettings = field(default_factory=RefineSettings)
+    refine_window: int = 10
+    refine_every: int = 10
     drift_sigmas: float = 3.0
     drift_min_rotation_deg: float = 0.1
     drift_min_translation_m: float = 0.01
@@ -94,8 +108,10 @@ class OnlineSettings:
             raise ValueError(f"stages must be distinct names among {', '.join(STAGES)}, "
                              f"got {list(stages)}")
         object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
-        if min(self.window, self.min_frames, self.joint_window) < 1:
-            raise ValueError("window, min_frames and joint_window must be at least 1")
+        if min(self.window, self.min_frames, self.joint_window, self.refine_window,
+               self.refine_every) < 1:
+            raise ValueError("window, min_frames, joint_window, refine_window and "
+                             "refine_every must be at least 1")
         if not self.drift_sigmas > 0:
             raise ValueError("drift_sigmas must be positive")
 
@@ -103,13 +119,15 @@ class OnlineSettings:
 @dataclass(frozen=True)
 class Frame:
     """One synchronised pair: image (H, W, 3) uint8 RGB as `camera` describes it; points
-    (N, 4) float32 x y z intensity, LiDAR frame; header stamps in seconds."""
+    (N, 4) float32 x y z intensity, LiDAR frame; header stamps in seconds; the laser ring
+    of each point (N,) when the source gives one (the refine stage uses it)."""
 
     image: np.ndarray
     points: np.ndarray
     camera: CameraModel
     image_stamp: float = 0.0
     cloud_stamp: float = 0.0
+    ring: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -191,18 +209,20 @@ class OnlineCalibration:
     """Online calibration over a stream of frames (see the module docstring).
 
     Args:
-        calibrator: the network's per-frame calibrator (needed by every stage).
+        calibrator: the network's per-frame calibrator (needed by every stage but refine).
         settings: stages, windows and drift test.
         prior: (4, 4) installed / rough T_cam_lidar, or None (then `guided` waits for the
-            global stage's estimate).
+            global stage's estimate; `refine` alone needs one).
     """
 
     def __init__(self, calibrator: Calibrator | None, settings: OnlineSettings | None = None,
                  prior: np.ndarray | None = None) -> None:
         self.settings = settings or OnlineSettings()
-        if calibrator is None:
-            raise ValueError(f"stages {', '.join(self.settings.stages)} need a network (a "
-                             "checkpoint)")
+        learned = [s for s in self.settings.stages if s in NETWORK_STAGES]
+        if calibrator is None and learned:
+            raise ValueError(f"stages {', '.join(learned)} need a network (a checkpoint)")
+        if prior is None and not learned:
+            raise ValueError("the refine stage alone needs a prior to start from")
         if prior is not None:
             prior = np.asarray(prior, dtype=np.float64)
             if prior.shape != (4, 4) or not np.all(np.isfinite(prior)):
@@ -225,6 +245,9 @@ class OnlineCalibration:
             else None)) for name in s.stages if name in PER_FRAME_STAGES}
         self._pool: deque[FrameMatches] = deque(maxlen=s.joint_window)
         self._joint = CalibrationEstimate.unsolved("joint", "no frame pooled yet")
+        self._refine_frames: deque[RefineFrame] = deque(maxlen=s.refine_window)
+        self._since_refine = 0
+        self._refined = CalibrationEstimate.unsolved("refine", "window not full yet")
 
     # -- frames ---------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameOutcome:
@@ -236,6 +259,9 @@ class OnlineCalibration:
         start = time.monotonic()
         try:
             points = self.intensity(frame.points)
+            if self.calibrator is None:
+                return FrameOutcome(self._record(frame, start, self._refine(frame, points),
+                                                 math.nan), None)
             features = self.calibrator.features(frame.image, points, frame.camera)
         except ValueError as err:
             refused = _PerFrame(self.settings.stages[0], None, False, False, str(err), 0,
@@ -250,6 +276,8 @@ class OnlineCalibration:
             per_frame, poolable = self._guided(features, points, frame.camera)
         if "joint" in self.settings.stages:
             self._update_joint(poolable)
+        if "refine" in self.settings.stages:
+            self._refine(frame, points)
         return FrameOutcome(self._record(frame, start, per_frame,
                                          network.quality.overlap_ratio), network)
 
@@ -296,6 +324,28 @@ class OnlineCalibration:
                        else CalibrationEstimate.unsolved("joint", result.reason,
                                                          len(self._pool)))
 
+    def _refine(self, frame: Frame, points: np.ndarray) -> _PerFrame:
+        """Add the frame to the refine window; refine when due. The frame's record with
+        refine alone: it joined the window."""
+        self._refine_frames.append(RefineFrame(frame.image, points, frame.camera, frame.ring))
+        self._since_refine += 1
+        s = self.settings
+        if len(self._refine_frames) == s.refine_window and self._since_refine >= \
+                s.refine_every:
+            self._since_refine = 0
+            before = [e for name, e in self.estimates().items() if name != "refine"
+                      and e.solved]
+            start = before[-1].T_cam_lidar if before else self.prior
+            if start is not None:
+                result = refine(list(self._refine_frames), start, s.refine)
+                if result.solved:
+                    self._refined = CalibrationEstimate(True, result.estimate, "refine",
+                                                        result.frames_used)
+                elif not self._refined.solved:
+                    self._refined = CalibrationEstimate.unsolved("refine", result.reason,
+                                                                 result.frames_used)
+        return _PerFrame("refine", None, True, True, "", 0, math.nan)
+
     def _record(self, frame: Frame, start: float, per_frame: _PerFrame | None,
                 overlap: float) -> FrameRecord:
         if per_frame is None:  # the joint stage alone: no per-frame pose
@@ -319,6 +369,8 @@ class OnlineCalibration:
         out = {name: stage.estimate for name, stage in self._windows.items()}
         if "joint" in self.settings.stages:
             out["joint"] = self._joint
+        if "refine" in self.settings.stages:
+            out["refine"] = self._refined
         return out
 
     def estimate(self) -> CalibrationEstimate:

@@ -166,3 +166,25 @@ def test_one_real_frame_is_never_returned_worse_than_its_prior(real_data: Path) 
         _assert_closer(result, T_prior, T_true)
     else:
         assert result.estimate is None and result.reason
+
+
+def test_the_pipeline_runs_refine_alone_once_its_window_is_full(drive, synthetic_frames) -> None:
+    from nclr_core.online.pipeline import Frame, OnlineCalibration, OnlineSettings
+
+    T_true = drive.T_cam_lidar
+    T_prior = prior_at_distance(T_true, 3.0, 0.1, np.random.default_rng(1))
+    settings = OnlineSettings(stages=("refine",), refine=SIMULATED, refine_window=3,
+                              refine_every=3)
+    pipeline = OnlineCalibration(None, settings, T_prior)
+    camera = CameraModel(drive.K, WIDTH, HEIGHT)
+    records = [pipeline.process(Frame(f.render.image, f.scan.points, camera)).record
+               for f in synthetic_frames]
+    assert all(r.accepted and r.stage == "refine" and not r.solved for r in records)
+    assert records[0].aggregate is None and records[1].aggregate is None
+    estimate = pipeline.estimate()
+    assert estimate.stage == "refine" and estimate.num_frames == 3
+    rot, trans = _errors(estimate.T_cam_lidar, T_true)
+    prior_rot, prior_trans = _errors(T_prior, T_true)
+    assert rot < prior_rot and trans < prior_trans
+    with pytest.raises(ValueError, match="needs a prior"):
+        OnlineCalibration(None, settings)

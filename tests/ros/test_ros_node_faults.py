@@ -103,7 +103,7 @@ def test_any_worker_exception_is_counted_and_published_as_a_frame_record(make_no
         raise torch.linalg.LinAlgError("linalg.solve: The solver failed because the input "
                                        "matrix is singular.")
 
-    node.pipeline.calibrator.calibrate = singular
+    node.pipeline.calibrator.features = singular
     listener = rclpy.create_node("fault_listener", context=context)
     records: list[FrameRecord] = []
     listener.create_subscription(
