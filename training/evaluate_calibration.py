@@ -113,6 +113,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(metres, in a random direction)")
     parser.add_argument("--priors-per-frame", type=int, default=1,
                         help="online regime: calls per window = this x its frame count")
+    parser.add_argument("--priors-per-window", type=int,
+                        help="online regime: calls per window instead (long drives)")
     parser.add_argument("--group-by-calibration", action="store_true",
                         help="online regime: calibrate the frames that share a calibration "
                         "together, as one window (else each frame alone)")
@@ -138,8 +140,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if args.regime != "online" or args.baseline or args.untrained or args.dataset is None:
             parser.error(f"--checkpoint {NO_CHECKPOINT} evaluates the online regime only "
                          "(--regime online, no --baseline or --untrained) and needs --dataset")
-    if args.priors_per_frame < 1 or (args.window_frames is not None and args.window_frames < 1):
-        parser.error("--priors-per-frame and --window-frames must be at least 1")
+    if min(args.priors_per_frame, args.priors_per_window or 1, args.window_frames or 1) < 1:
+        parser.error("--priors-per-frame, --priors-per-window and --window-frames must be at "
+                     "least 1")
     return args
 
 
@@ -243,7 +246,8 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
         for call in tqdm(run_calls(windows, samples.__getitem__,
                                    lambda prior, c=calibrator: OnlineCalibration(c, online, prior),
                                    args.prior_deg, args.prior_m, args.priors_per_frame,
-                                   args.seed), desc=f"online ({name})"):
+                                   args.seed, args.priors_per_window),
+                         desc=f"online ({name})"):
             calls.append(call)
             for index, outcome in zip(call.window.indices, call.outcomes, strict=True):
                 record = _frame_record(calibrator, samples[index], call.prior, outcome,
@@ -279,7 +283,10 @@ def _frame_record(calibrator: Calibrator, sample: dict, prior, outcome,
         prior_rre_euler_deg=float(prior_errors["rre_euler_deg"]),
         prior_rte_m=float(prior_errors["rte_m"]),
         estimate_rre_euler_deg=float(estimate["rre_euler_deg"]),
-        estimate_rte_m=float(estimate["rte_m"]))
+        estimate_rte_m=float(estimate["rte_m"]),
+        worse_than_prior=bool(record.accepted and (
+            estimate["rre_geodesic_deg"] > prior_errors["rre_geodesic_deg"]
+            or estimate["rte_m"] > prior_errors["rte_m"])))
     return {**accumulator.records[-1], "reason": record.reason}
 
 
@@ -323,7 +330,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "dataset": cfg.data.dataset, "data": cfg.data.root, "split": cfg.data.val_split,
         "seed": args.seed, "max_frames": args.max_frames,
         "prior": {"rotation_deg": args.prior_deg, "translation_m": args.prior_m,
-                  "priors_per_frame": args.priors_per_frame},
+                  "priors_per_frame": args.priors_per_frame,
+                  "priors_per_window": args.priors_per_window},
         "windows": {"group_by_calibration": args.group_by_calibration,
                     "window_frames": args.window_frames},
         "stages": list(args.stages),

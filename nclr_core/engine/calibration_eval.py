@@ -243,6 +243,9 @@ def summarize(accumulator: PretextAccumulator, regime: str) -> dict[str, Any]:
             values = np.array([r[key] for r in records], dtype=np.float64)
             return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
         out["accepted_rate"] = float(np.mean([r["accepted"] for r in records]))
+        if "worse_than_prior" in records[0]:
+            out["frame_worse_than_prior_rate"] = float(
+                np.mean([r["worse_than_prior"] for r in records]))
         for key in ("prior_rre_euler_deg", "prior_rte_m", "estimate_rre_euler_deg",
                     "estimate_rte_m"):
             out[f"{key}_mean"] = mean(key)

@@ -8,7 +8,7 @@ The protocol (METHOD.md §1, §9; issues 13-14):
   order from one prior, placed exactly `prior_deg` degrees (about a random axis) and
   `prior_m` metres (in a random direction) from the truth; each window gets
   `priors_per_frame` × (its frame count) calls, so single frames and windows are judged on
-  as many priors per frame;
+  as many priors per frame, or `priors_per_window` calls (long drives);
 - a call's **output** is the pipeline's final estimate when it is solved, else the prior (the
   vehicle keeps what it had): `accepted` says which. It is *worse than the prior* when it is
   farther from the truth in rotation or in translation; its 3σ *covers* the truth when every
@@ -120,7 +120,8 @@ class CallResult:
 
 def run_calls(windows: Sequence[Window], load: Callable[[int], Sample],
               make_pipeline: Callable[[np.ndarray], OnlineCalibration], prior_deg: float,
-              prior_m: float, priors_per_frame: int, seed: int) -> Iterator[CallResult]:
+              prior_m: float, priors_per_frame: int, seed: int,
+              priors_per_window: int | None = None) -> Iterator[CallResult]:
     """Every call of every window (see the module docstring), in order.
 
     Args:
@@ -128,12 +129,14 @@ def run_calls(windows: Sequence[Window], load: Callable[[int], Sample],
             `camera` (CameraModel), `stamp`, `camera_stamp`).
         make_pipeline: prior (4, 4) -> a fresh OnlineCalibration from that prior.
     """
-    if priors_per_frame < 1:
-        raise ValueError(f"priors_per_frame must be >= 1, got {priors_per_frame}")
+    if priors_per_frame < 1 or (priors_per_window is not None and priors_per_window < 1):
+        raise ValueError(f"priors_per_frame and priors_per_window must be >= 1, got "
+                         f"{priors_per_frame}, {priors_per_window}")
     for w, window in enumerate(windows):
         samples = [load(i) for i in window.indices]
         T_gt = np.asarray(samples[0]["T_cam_lidar"], dtype=np.float64)
-        for call in range(priors_per_frame * len(samples)):
+        calls = priors_per_window or priors_per_frame * len(samples)
+        for call in range(calls):
             rng = np.random.default_rng([seed, w, call])
             prior = prior_at_distance(T_gt, prior_deg, prior_m, rng)
             pipeline = make_pipeline(prior)
