@@ -8,7 +8,8 @@
     nclr-bag check BAG [--image-topic T] [--info-topic T] [--points-topic T] [--slop S]
     nclr-bag eval BAG --checkpoint C --out DIR [--ground-truth FILE] [--live]
                       [--prior-deg D --prior-m M] [--image-topic T] [--info-topic T]
-                      [--points-topic T]
+                      [--points-topic T] [--stages S]
+    nclr-bag calibrate BAG --prior FILE --out DIR [--checkpoint C] [--stages S]
 
 Bad input (missing source folder, unreadable, truncated or damaged bag, missing topics)
 prints one line `nclr-bag: error: ...` on stderr and exits with status 2. Every command
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nclr_core.geometry.se3 import rpy_from_matrix
+from nclr_ros.bag_calibrate import CalibrateOptions, calibrate_bag
 from nclr_ros.bag_convert import SOURCES, STORAGES, convert
 from nclr_ros.bag_eval import EvalOptions, evaluate
 from nclr_ros.bag_messages import BagError, BagTopics
@@ -114,7 +116,44 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--stages", default="global",
                     help="online-calibration stages, comma-separated (global, guided, joint, "
                          "refine; the node's `stages` parameter)")
+    cal = sub.add_parser("calibrate", help="calibrate from a bag and a rough prior (writes "
+                                           "the calibration files)")
+    cal.add_argument("bag", help="bag folder")
+    cal.add_argument("--prior", type=Path, required=True,
+                     help="rough T_cam_lidar: a calibration file (.yaml/.json, the node's "
+                          "format)")
+    cal.add_argument("--out", type=Path, required=True, help="folder of the calibration files")
+    cal.add_argument("--checkpoint", type=Path, default=Path("none"),
+                     help="NCLR checkpoint for the learned stages (default: none)")
+    cal.add_argument("--stages", default="refine",
+                     help="online-calibration stages, comma-separated (default: refine)")
+    cal.add_argument("--image-topic", default=_DEFAULTS.image,
+                     help="Image topic (or its /compressed CompressedImage)")
+    cal.add_argument("--info-topic", default=_DEFAULTS.info, help="CameraInfo topic")
+    cal.add_argument("--points-topic", default=_DEFAULTS.points, help="PointCloud2 topic")
+    cal.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     return parser
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    topics = BagTopics(image=args.image_topic, info=args.info_topic, points=args.points_topic)
+    result = calibrate_bag(args.bag, CalibrateOptions(
+        prior=args.prior, out=args.out, checkpoint=args.checkpoint, stages=args.stages,
+        topics=topics, device=args.device))
+    estimate = result.estimate
+    print(f"{result.pairs} pairs in {result.wall_time_s:.1f} s")
+    if not estimate.solved:
+        print(f"no calibration: {estimate.reason}")
+        return 1
+    pose = estimate.pose
+    sigma_rot = ", ".join(f"{v:.3f}" for v in pose.sigma_rot_deg)
+    sigma_trans = ", ".join(f"{v * 100:.1f}" for v in pose.sigma_trans_m)
+    print(f"T_cam_lidar from the {estimate.stage} stage over {estimate.num_frames} frames; "
+          f"sigma x y z (camera frame): rotation {sigma_rot} deg, translation {sigma_trans} cm")
+    if result.drift is not None:
+        print(f"against the prior: {result.drift.describe()}")
+    print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -201,7 +240,8 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"convert": _convert, "play": _play, "check": _check, "eval": _eval}
+_COMMANDS = {"convert": _convert, "play": _play, "check": _check, "eval": _eval,
+             "calibrate": _calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ from nclr_core.geometry.se3 import (
     quaternion_xyzw_from_matrix,
 )
 from nclr_core.inference import Calibrator
-from nclr_core.io.calibration_files import load_calibration_json, load_calibration_yaml
+from nclr_core.io.calibration_files import load_calibration_file
 from nclr_core.online.pipeline import Frame, OnlineCalibration
 from nclr_core.online.pose import prior_at_distance
 from nclr_core.online.records import FrameRecord
@@ -175,20 +175,8 @@ def node_prior(T_cam_lidar: np.ndarray) -> np.ndarray:
                           np.asarray([float(v) for v in t], dtype=np.float64))
 
 
-def load_ground_truth(path: Path) -> np.ndarray:
-    """T_cam_lidar (4, 4) of a calibration file (.yaml/.yml or .json)."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ground-truth calibration file not found")
-    if suffix in (".yaml", ".yml"):
-        return load_calibration_yaml(path).T_cam_lidar
-    if suffix == ".json":
-        return load_calibration_json(path).T_cam_lidar
-    raise ValueError(f"{path}: ground truth must be a .yaml/.yml or .json calibration file")
-
-
 def _ground_truth_of(bag: Path, options: EvalOptions) -> Callable[[dict], np.ndarray]:
-    fixed = None if options.ground_truth is None else load_ground_truth(options.ground_truth)
+    fixed = None if options.ground_truth is None else load_calibration_file(options.ground_truth)
 
     def truth(sample: dict) -> np.ndarray:
         if fixed is not None:

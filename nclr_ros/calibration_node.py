@@ -152,22 +152,6 @@ def _pose_with_covariance_msg(pose: PoseEstimate, header: Header, camera_frame: 
     return msg
 
 
-def _estimate_values(estimate: CalibrationEstimate) -> dict[str, Any]:
-    """Plain key-values of an estimate: its stage, frames, per-axis sigmas (camera frame)
-    and warnings (for /diagnostics and the saved files)."""
-    if not estimate.solved:
-        return {}
-    pose = estimate.pose
-    values: dict[str, Any] = {"estimate_stage": estimate.stage,
-                              "estimate_frames": estimate.num_frames}
-    for axis, deg, m in zip("xyz", pose.sigma_rot_deg, pose.sigma_trans_m, strict=True):
-        values[f"sigma_rot_{axis}_deg"] = float(deg)
-        values[f"sigma_trans_{axis}_m"] = float(m)
-    if estimate.warnings:
-        values["estimate_warnings"] = "; ".join(estimate.warnings)
-    return values
-
-
 class CalibrationNode(Node):
     """Online calibration node (see the module docstring)."""
 
@@ -443,7 +427,7 @@ class CalibrationNode(Node):
             values["last_inliers"] = record.num_inliers
             values["last_reprojection_error_px"] = record.reprojection_error_px
             values["last_overlap_ratio"] = record.overlap_ratio
-        values.update(_estimate_values(estimate))
+        values.update(estimate.as_values())
         if drift is not None:
             values["drifted"] = drift.drifted
             values["drift"] = drift.describe()
@@ -480,7 +464,7 @@ class CalibrationNode(Node):
         if not estimate.solved:
             raise ValueError(f"no calibration estimate yet ({estimate.reason}): nothing to "
                              "save")
-        quality: dict[str, Any] = _estimate_values(estimate)
+        quality: dict[str, Any] = estimate.as_values()
         if record is not None:
             quality.update({f"last_frame_{k}": v for k, v in (
                 ("valid", record.valid), ("reason", record.reason),

@@ -382,3 +382,16 @@ def load_calibration_json(path: str | os.PathLike) -> CalibrationRecord:
         raise _load_error(path, f"'T_lidar_camera' quaternion has norm {norm}, expected 1")
     T_lidar_cam = make_transform(matrix_from_quaternion_xyzw(pose[3:]), pose[:3])
     return _record_from_doc(doc, invert(T_lidar_cam), None, path)
+
+
+def load_calibration_file(path: str | os.PathLike) -> np.ndarray:
+    """T_cam_lidar (4, 4) of a calibration file, by its suffix (.yaml/.yml or .json)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: calibration file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        return load_calibration_yaml(path).T_cam_lidar
+    if suffix == ".json":
+        return load_calibration_json(path).T_cam_lidar
+    raise ValueError(f"{path}: a calibration file must be .yaml/.yml or .json")

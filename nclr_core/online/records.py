@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,21 @@ class CalibrationEstimate:
     def T_cam_lidar(self) -> np.ndarray | None:
         """(4, 4) or None."""
         return None if self.pose is None else self.pose.T_cam_lidar
+
+    def as_values(self) -> dict[str, Any]:
+        """Plain key-values: stage, frames, per-axis sigmas (camera frame), warnings (for
+        diagnostics and calibration files); empty when not solved."""
+        if self.pose is None:
+            return {}
+        values: dict[str, Any] = {"estimate_stage": self.stage,
+                                  "estimate_frames": self.num_frames}
+        for axis, deg, m in zip("xyz", self.pose.sigma_rot_deg, self.pose.sigma_trans_m,
+                                strict=True):
+            values[f"sigma_rot_{axis}_deg"] = float(deg)
+            values[f"sigma_trans_{axis}_m"] = float(m)
+        if self.warnings:
+            values["estimate_warnings"] = "; ".join(self.warnings)
+        return values
 
 
 def _floats_text(values: np.ndarray | None) -> str:

@@ -48,3 +48,34 @@ def test_learned_stages_need_a_checkpoint(bag, tmp_path):
                           prior_m=0.03, stages="global,refine")
     with pytest.raises(ValueError, match="need a network"):
         evaluate(bag, options)
+
+
+@pytest.mark.slow
+def test_calibrate_writes_the_refined_calibration_from_a_rough_prior(bag, tmp_path):
+    import numpy as np
+
+    from nclr_core.geometry.metrics import pose_errors
+    from nclr_core.io.calibration_files import (
+        CalibrationRecord,
+        load_calibration_yaml,
+        write_calibration_files,
+    )
+    from nclr_core.online.pose import prior_at_distance
+    from nclr_ros.bag_cli import main
+    from nclr_ros.bag_messages import BagTopics
+    from nclr_ros.bag_read import BagFrames
+
+    T_true = next(iter(BagFrames(bag, BagTopics(), slop=0.05)))["T_cam_lidar"]
+    rough = prior_at_distance(T_true, 2.0, 0.1, np.random.default_rng(4))
+    prior = write_calibration_files(CalibrationRecord(rough, "camera", "lidar"),
+                                    tmp_path / "prior", "rough")["yaml"]
+    assert main(["calibrate", str(bag), "--prior", str(prior), "--out",
+                 str(tmp_path / "car")]) == 0
+    written = load_calibration_yaml(tmp_path / "car" / "nclr_calibration.yaml")
+    errors, before = pose_errors(written.T_cam_lidar, T_true), pose_errors(rough, T_true)
+    assert errors["rre_geodesic_deg"] < before["rre_geodesic_deg"] / 4
+    assert errors["rte_m"] < before["rte_m"] / 2
+    assert written.quality["estimate_stage"] == "refine" and written.quality["drifted_from_prior"]
+    # a missing prior file: one line, status 2
+    assert main(["calibrate", str(bag), "--prior", str(tmp_path / "nope.yaml"), "--out",
+                 str(tmp_path / "x")]) == 2
