@@ -1,11 +1,15 @@
 """Evaluate an NCLR checkpoint as a LiDAR-camera calibrator (METHOD.md §1, §8).
 
     python training/evaluate_calibration.py \
-        --checkpoint runs/synthetic_cpu/<stamp>/checkpoints/best.pt \
+        [--checkpoint runs/synthetic_cpu/<stamp>/checkpoints/best.pt | none] \
         --data data/synthetic --split 03 --out runs/eval/nclr [--dataset synthetic] \
         [--regime both] [--baseline cosine_hard] [--max-frames 24] [--seed 0] [--untrained]
         [--prior-deg 10 --prior-m 0.25] [--priors-per-frame 1] [--stages global]
-        [--group-by-calibration [--window-frames N]]
+        [--group-by-calibration [--window-frames N]] [--priors-per-window K]
+        [--refine-window N]
+
+The default checkpoint is the shipped models/nclr_synthetic.pt; `none` runs the online
+regime without a network (`--stages refine`).
 
 Regimes (`nclr_core.engine.calibration_eval`): `registration` — each cloud randomly rotated
 about z and moved in x-y as in pre-training, the pose solved by RANSAC-PnP on the network's
@@ -80,15 +84,17 @@ from nclr_core.online.pipeline import STAGES, OnlineCalibration, OnlineSettings
 log = logging.getLogger("nclr.evaluate_calibration")
 
 METHOD = "nclr"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nclr_synthetic.pt"
 BASELINE = "baseline_cosine_hard"
 DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes", "nuscenes_keyframe")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True,
-                        help=f"pre-training checkpoint (.pt), or {NO_CHECKPOINT!r}: no network "
-                        "(online regime, --stages refine, --dataset needed)")
+    parser.add_argument("--checkpoint", default=str(SHIPPED_MODEL),
+                        help=f"pre-training checkpoint (.pt; default: the shipped model), or "
+                        f"{NO_CHECKPOINT!r}: no network (online regime, --stages refine, "
+                        "--dataset needed)")
     parser.add_argument("--data", required=True, help="dataset root")
     parser.add_argument("--dataset", choices=DATASETS,
                         help="reader (default: the checkpoint's data.dataset)")
