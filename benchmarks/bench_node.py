@@ -1,15 +1,17 @@
 """Node throughput: the calibration node fed synthetic frames at 10 Hz over loopback DDS.
 
-The node (`python -m nclr_ros.calibration_node`) runs in its own process with a checkpoint
-of the CPU configuration (random weights, seed 0) in a random ROS domain (201-230, apart
-from the tests' 100-200). A driver process (this file, `drive`) replays the synthetic frames
-(rgb8 Image, CameraInfo, PointCloud2 x y z intensity, equal stamps) with sensor-data QoS at
-the input rate, waits for the node to finish its backlog, and reads the node's own counters
-from `/diagnostics`.
+Two configurations (`CONFIGURATIONS`): the `global` stage with a checkpoint of the CPU
+configuration (random weights, seed 0, no prior), and the stages `global,guided,joint` with
+the shipped model and a prior 10 deg / 25 cm from the drive's ground truth (what the demo
+runs). The node (`python -m nclr_ros.calibration_node`) runs in its own process in a random
+ROS domain (201-230, apart from the tests' 100-200). A driver process (this file, `drive`)
+replays the synthetic frames (rgb8 Image, CameraInfo, PointCloud2 x y z intensity, equal
+stamps) with sensor-data QoS at the input rate, waits for the node to finish its backlog,
+and reads the node's own counters from `/diagnostics`.
 After one warm-up pair is processed, it reports pairs processed per second and the share
 of published pairs that were processed (the node computes only on the newest pair, so the
-rest are dropped by design). The weights are random: RANSAC's adaptive stop depends on
-them, so a trained model's time per pair may differ.
+rest are dropped by design). With random weights RANSAC's adaptive stop differs from a
+trained model's.
 
     python benchmarks/bench_node.py drive SYNTHETIC_ROOT SECONDS RATE_HZ TIMEOUT_S
 """
@@ -182,22 +184,52 @@ def _checkpoint(path: Path) -> Path:
     return path
 
 
+CONFIGURATIONS = {
+    "global": "CPU config, random weights, no prior",
+    "global,guided,joint": "shipped model, prior 10 deg / 25 cm from the truth",
+}
+
+
+def _prior_parameters(synthetic_root: Path) -> dict[str, str]:
+    """use_prior and the prior of the replayed drive: its truth moved 10 deg / 25 cm."""
+    import numpy as np
+
+    from nclr_core.data.semantickitti import SemanticKittiDataset
+    from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
+    from nclr_core.online.pose import prior_at_distance
+
+    truth = SemanticKittiDataset(synthetic_root, sequences=("00",))[0]["T_cam_lidar"]
+    prior = prior_at_distance(truth, 10.0, 0.25, np.random.default_rng(0))
+    listed = lambda values: "[" + ", ".join(f"{float(v):.12e}" for v in values) + "]"  # noqa: E731
+    return {"use_prior": "true", "prior_translation": listed(prior[:3, 3]),
+            "prior_quaternion_xyzw": listed(quaternion_xyzw_from_matrix(prior[:3, :3]))}
+
+
 def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
-    """The node section: {"skipped": reason} when the node or ROS is not available."""
+    """The node section, per configuration: {"skipped": reason} when the node or ROS is not
+    available."""
     reason = unavailable_reason()
     if reason:
         return {"skipped": reason}
+    stages = ["global"] if quick else list(CONFIGURATIONS)
+    return {"runs": {name: _run(name, quick, synthetic_root) for name in stages}}
+
+
+def _run(stages: str, quick: bool, synthetic_root: Path) -> dict[str, Any]:
     seconds = 3.0 if quick else 30.0
     timeout_s = 120.0 if quick else 240.0
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = _checkpoint(Path(tmp) / "cpu_config.pt")
+        params = {"stages": stages, "output_directory": str(Path(tmp) / "out"),
+                  "save_on_shutdown": "false", "min_frames": "1",
+                  "diagnostics_period_s": str(DIAGNOSTICS_PERIOD_S)}
+        if stages == "global":
+            params["model_path"] = str(_checkpoint(Path(tmp) / "cpu_config.pt"))
+        else:  # the shipped model (model_path empty)
+            params.update(_prior_parameters(synthetic_root))
         env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(201, 230)),
                    RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
                                                             os.environ.get("PYTHONPATH")])))
-        params = {"model_path": str(checkpoint), "output_directory": str(Path(tmp) / "out"),
-                  "save_on_shutdown": "false", "min_frames": "1",
-                  "diagnostics_period_s": str(DIAGNOSTICS_PERIOD_S)}
         args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
         log_path = Path(tmp) / "node.log"
         with open(log_path, "w") as log:
@@ -224,8 +256,8 @@ def run(quick: bool, synthetic_root: Path) -> dict[str, Any]:
             raise RuntimeError(f"node benchmark: {'; '.join(report['errors'])}\n"
                                f"node log: {log_path.read_text()[-2000:]}")
     report.pop("errors")
-    return {"input_rate_hz": INPUT_RATE_HZ, "seconds": seconds, "model": "CPU config, random "
-            "weights", **report}
+    return {"input_rate_hz": INPUT_RATE_HZ, "seconds": seconds,
+            "model": CONFIGURATIONS[stages], **report}
 
 
 if __name__ == "__main__":

@@ -119,15 +119,16 @@ def inference(section: dict[str, Any]) -> str:
 
 
 def node(section: dict[str, Any]) -> str:
-    rows = [[section["input_rate_hz"], section["seconds"], section["pairs_published"],
-             section["pairs_received"], section["pairs_processed"],
-             f"{section['processed_share']:.1%}", _g(section["processed_pairs_per_s"]),
-             _g(section["last_latency_s"])]]
-    w, h = section["image_wh"]
-    return (f"{section['model']}; {w}x{h} images, {section['points_per_cloud']} points per "
-            "cloud.\n\n" + _table(["input Hz", "seconds", "published", "received", "processed",
-                                   "processed share", "processed pairs/s", "last latency s"],
-                                  rows))
+    rows = []
+    for stages, run in section["runs"].items():
+        w, h = run["image_wh"]
+        rows.append([stages, run["model"], f"{w}x{h}, {run['points_per_cloud']} points",
+                     run["input_rate_hz"], run["seconds"], run["pairs_published"],
+                     run["pairs_processed"], f"{run['processed_share']:.1%}",
+                     _g(run["processed_pairs_per_s"]), _g(run["last_latency_s"])])
+    return _table(["stages", "model", "input", "input Hz", "seconds", "published",
+                   "processed", "processed share", "processed pairs/s", "last latency s"],
+                  rows)
 
 
 def training(section: dict[str, Any]) -> str:

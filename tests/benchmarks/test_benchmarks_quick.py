@@ -92,7 +92,8 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     if "skipped" in node:
         assert node["skipped"].startswith("node not available")
     else:
-        assert node["pairs_published"] > 0 and 0 < node["processed_share"] <= 1
+        run = node["runs"]["global"]
+        assert run["pairs_published"] > 0 and 0 < run["processed_share"] <= 1
 
     epnp = sections["epnp"]
     cells = {(r["n"], r["noise_px"]) for r in epnp["accuracy"]}
