@@ -80,6 +80,7 @@ from nclr_core.geometry.metrics import pose_errors
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.online.pipeline import STAGES, OnlineCalibration, OnlineSettings
+from nclr_core.online.refine import RefineSettings
 
 log = logging.getLogger("nclr.evaluate_calibration")
 
@@ -129,6 +130,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "into windows of this many consecutive frames")
     parser.add_argument("--stages", nargs="+", default=["global"], choices=STAGES,
                         help="online regime: the pipeline's stages")
+    parser.add_argument("--beam-divergence-deg", type=float,
+                        default=RefineSettings.beam_divergence_deg,
+                        help="online regime, refine stage: the LiDAR's beam divergence "
+                        "(0 for our simulator, which casts thin rays)")
     parser.add_argument("--refine-window", type=int,
                         help="online regime: frames the refine stage aligns at once (default: "
                         "the whole window)")
@@ -240,6 +245,7 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
     window_frames = longest if args.refine_window is None else args.refine_window
     online = OnlineSettings(stages=tuple(args.stages), min_frames=1, window=longest,
                             joint_window=longest, refine_window=window_frames,
+                            refine=RefineSettings(beam_divergence_deg=args.beam_divergence_deg),
                             refine_every=window_frames,
                             max_rotation_from_prior_deg=settings.max_rotation_from_prior_deg,
                             max_translation_from_prior_m=settings.max_translation_from_prior_m)
@@ -340,7 +346,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                   "priors_per_window": args.priors_per_window},
         "windows": {"group_by_calibration": args.group_by_calibration,
                     "window_frames": args.window_frames},
-        "stages": list(args.stages),
+        "stages": list(args.stages), "beam_divergence_deg": args.beam_divergence_deg,
         "solver": dataclasses.asdict(settings),
         "files": {"frames_csv": "frames.csv", "recall_png": "recall_curves.png"},
     }

@@ -175,7 +175,9 @@ def call_row(result: CallResult, estimate: CalibrationEstimate, judged_by: str
         "accepted": accepted, "reason": estimate.reason,
         "prior_rre_geodesic_deg": prior_rot, "prior_rte_m": prior_trans,
         "estimate_rre_geodesic_deg": rot, "estimate_rte_m": trans,
-        "worse_than_prior": bool(rot > prior_rot + 1e-9 or trans > prior_trans + 1e-9),
+        "worse_than_prior": _farther({"estimate_rre_geodesic_deg": rot, "estimate_rte_m": trans},
+                                     {"estimate_rre_geodesic_deg": prior_rot,
+                                      "estimate_rte_m": prior_trans}),
         "better_than_prior_rotation": bool(rot < prior_rot),
     }
     sigma = np.full(6, math.nan)
@@ -236,8 +238,21 @@ def summarize_calls(results: Sequence[CallResult]) -> tuple[dict[str, Any], list
         "coverage_3sigma": summary["coverage_3sigma"],
     }
     summary["stages"] = {}
+    previous: list[dict[str, Any]] | None = None
     for stage in results[0].estimates:
         per_stage = [call_row(r, r.estimates[stage], stage) for r in results]
         summary["stages"][stage] = summarize_rows(per_stage)
+        if previous is not None:  # does a stage ever make its input worse?
+            summary["stages"][stage]["worse_than_previous_stage_rate"] = float(np.mean(
+                [_farther(now, before) for now, before in zip(per_stage, previous,
+                                                              strict=True)]))
+        previous = per_stage
         rows += per_stage
     return summary, rows
+
+
+def _farther(row: dict[str, Any], than: dict[str, Any]) -> bool:
+    """`row`'s output is farther from the truth than `than`'s, in rotation or translation
+    (beyond 1e-9; refused outputs are the prior)."""
+    return bool(row["estimate_rre_geodesic_deg"] > than["estimate_rre_geodesic_deg"] + 1e-9
+                or row["estimate_rte_m"] > than["estimate_rte_m"] + 1e-9)
