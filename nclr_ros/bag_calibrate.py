@@ -66,7 +66,7 @@ def calibrate_bag(bag: str | Path, options: CalibrateOptions) -> Calibrated:
     """Calibrate from `bag` (see the module docstring); BagError / ValueError on bad input."""
     started = time.monotonic()
     params = {**defaults(), "stages": options.stages}
-    prior = load_calibration_file(options.prior)
+    prior = load_calibration_file(options.prior, "prior calibration file")
     calibrator = None
     if needs_network(params):
         if str(options.checkpoint) == NO_CHECKPOINT:

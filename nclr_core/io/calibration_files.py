@@ -384,14 +384,16 @@ def load_calibration_json(path: str | os.PathLike) -> CalibrationRecord:
     return _record_from_doc(doc, invert(T_lidar_cam), None, path)
 
 
-def load_calibration_file(path: str | os.PathLike) -> np.ndarray:
-    """T_cam_lidar (4, 4) of a calibration file, by its suffix (.yaml/.yml or .json)."""
+def load_calibration_file(path: str | os.PathLike, what: str = "calibration file"
+                          ) -> np.ndarray:
+    """T_cam_lidar (4, 4) of a calibration file, by its suffix (.yaml/.yml or .json);
+    `what` names the file's role in the errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: calibration file not found")
+        raise FileNotFoundError(f"{path}: {what} not found")
     suffix = path.suffix.lower()
     if suffix in (".yaml", ".yml"):
         return load_calibration_yaml(path).T_cam_lidar
     if suffix == ".json":
         return load_calibration_json(path).T_cam_lidar
-    raise ValueError(f"{path}: a calibration file must be .yaml/.yml or .json")
+    raise ValueError(f"{path}: a {what} must be .yaml/.yml or .json")

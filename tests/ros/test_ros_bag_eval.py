@@ -12,7 +12,8 @@ from rosbags.rosbag2 import Writer
 from nclr_core.online.pose import prior_at_distance
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import convert, write_bag
-from nclr_ros.bag_eval import EvalOptions, evaluate, node_prior
+from nclr_ros.bag_eval import EvalOptions, evaluate
+from nclr_ros.bag_live import node_prior
 from nclr_ros.bag_messages import (
     IMAGE_TYPE,
     POINTCLOUD2_TYPE,
