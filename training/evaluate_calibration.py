@@ -18,6 +18,10 @@ with the similarity W_f = I (cosine) and hard arg-max matching, then RANSAC-PnP.
 `--untrained` evaluates a freshly initialised model of the checkpoint's architecture
 (seeded by --seed) instead of its weights: the "untrained" reference.
 
+Both regimes also match every ground-truth overlap point fed to the network (not only the
+K the network chose) and report `dense_match_acc_{1,3,5}px`, `dense_match_err_px_median`
+and `dense_match_bias_px` [u, v] in network pixels (`nclr_core.engine.evaluation`).
+
 Writes into --out: `metrics.json` (per regime and method: the §8 metrics, recall curves,
 and for registration the LTA check `lta_check`: similarity of corresponding point and pixel
 features with and without W_f; plus the command line and the checkpoint), `frames.csv`
@@ -53,7 +57,7 @@ from nclr_core.engine.calibration_eval import (
     write_frames_csv,
 )
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
-from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model, config_from_checkpoint
@@ -161,6 +165,7 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
             robust, extras = registration_outputs(outputs, batch, settings)
             first = len(accumulator.records)
             accumulator.add(robust, batch)
+            accumulator.add_dense(dense_match_errors(model, outputs, batch))
             for b, extra in enumerate(extras):
                 accumulator.records[first + b].update(extra)
                 rows.append({"method": name, "regime": "registration",
@@ -196,6 +201,7 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
             reason = extra.pop("reason")  # text: the CSV's, not the accumulator's
             accumulator = accumulators[name]
             accumulator.add(outputs, batch)
+            accumulator.add_dense(outputs["dense_errors"])
             accumulator.records[-1].update(extra)
             rows.append({"method": name, "regime": "online",
                          **{k: str(sample[k]) for k in ("sequence", "frame_id") if k in sample},
@@ -232,7 +238,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "checkpoint_step": checkpoint.get("step"),
         "weights": "untrained" if args.untrained else "checkpoint",
         "model": {"similarity": cfg.model.get("similarity", "lta"),
-                  "matching": cfg.model.get("matching", "soft")},
+                  "matching": cfg.model.get("matching", "soft"),
+                  "fine_matching": bool(cfg.model.get("fine_matching", False))},
         "dataset": cfg.data.dataset, "data": cfg.data.root, "split": cfg.data.val_split,
         "seed": args.seed, "max_frames": args.max_frames,
         "prior": {"max_angle_deg": args.prior_angle_deg,
@@ -270,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             m = metrics[regime]
             print(f"{regime}: {m['num_frames']} frames, RRE {m['rre_euler_deg_mean']:.2f} deg, "
                   f"RTE {m['rte_m_mean']:.3f} m, success {m['success_rate']:.3f}, "
-                  f"match acc@5px {m['match_acc_5px']:.3f}")
+                  f"match acc@5px {m['match_acc_5px']:.3f}, dense acc@1/5px "
+                  f"{m['dense_match_acc_1px']:.3f}/{m['dense_match_acc_5px']:.3f}, median "
+                  f"{m['dense_match_err_px_median']:.2f} px")
     return 0
 
 

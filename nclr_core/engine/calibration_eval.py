@@ -11,7 +11,8 @@ pose errors are computed by one piece of code, the same as training's validation
   network-resolution K) instead of the differentiable EPnP of training. *(decision)* The
   Calibrator is not used here: it fits raw frames, crops points in the frame it is given
   (the moved cloud) and bounds |t| like a vehicle mount, none of which suits this protocol.
-  The differentiable-EPnP pose errors are kept per frame as `epnp_*` diagnostics.
+  When the model's differentiable EPnP ran (`with_pose`), its pose errors are kept per frame
+  as `epnp_*` diagnostics.
 - **online calibration** (`online_frame`): the raw reader frame (cloud not moved) through
   `nclr_core.inference.Calibrator` with a prior `T_init` — exactly what the vehicle runs.
   The frame's output is the Calibrator's estimate when it passes its gates, otherwise the
@@ -38,13 +39,12 @@ import numpy as np
 import torch
 
 from nclr_core.atomic_write import atomic_path
+from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.data.transforms import CenterCrop, ResizeToCover
-from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors, ransac_poses
 from nclr_core.geometry.camera import CameraModel
-from nclr_core.geometry.epnp import solve_pnp_ransac
 from nclr_core.geometry.metrics import pose_errors, recall_curve
-from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
 
@@ -61,10 +61,11 @@ RECALL_STEPS = 101
 
 def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
                          settings: SolverSettings) -> tuple[dict, list[dict]]:
-    """Replace the differentiable-EPnP pose of a `CalibrationNet` output by RANSAC-PnP.
+    """Replace the pose of a `CalibrationNet` output by RANSAC-PnP (`ransac_poses`).
 
     Args:
-        outputs: model outputs on `batch` (`matches`, `T_pred` (B, 4, 4), ...).
+        outputs: model outputs on `batch` (`matches`; `T_pred` (B, 4, 4) when the model's
+            EPnP ran, `with_pose`).
         batch: the collated pair batch (`points` (N_total, 4), `K` (B, 3, 3) network
             resolution, `T_gt` (B, 4, 4)).
         settings: RANSAC threshold (network pixels here), iterations, confidence, seed and
@@ -72,30 +73,17 @@ def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     Returns:
         A copy of `outputs` with `T_pred` (B, 4, 4) float64, `pose_valid` (B,) and
         `reproj_error` (B,) from the robust solve, and per frame the extra record fields
-        `num_inliers` and the EPnP pose errors `epnp_rre_euler_deg`, `epnp_rte_m`.
+        `num_inliers` and, when the outputs had an EPnP pose, its errors
+        `epnp_rre_euler_deg`, `epnp_rte_m`.
     """
-    epnp = pose_errors(outputs["T_pred"].detach().double().cpu().numpy(),
-                       batch["T_gt"].double().cpu().numpy())
-    poses, valid, error, extras = [], [], [], []
-    for b, match in enumerate(outputs["matches"]):
-        result = solve_pnp_ransac(
-            batch["points"][match["point_index"], :3], match["pixels"].detach(), batch["K"][b],
-            weights=match["weights"].detach().cpu(),
-            reproj_threshold_px=settings.reprojection_threshold_px,
-            iterations=settings.ransac_iterations, confidence=settings.ransac_confidence,
-            seed=settings.seed)
-        count = int(result.inliers.sum())
-        ok = bool(result.valid) and count >= settings.min_inliers
-        poses.append(make_transform(result.R.numpy(), result.t.numpy()) if ok else np.eye(4))
-        valid.append(ok)
-        error.append(float(result.reproj_error) if ok else math.nan)
-        extras.append({"num_inliers": count,
-                       "epnp_rre_euler_deg": float(np.atleast_1d(epnp["rre_euler_deg"])[b]),
-                       "epnp_rte_m": float(np.atleast_1d(epnp["rte_m"])[b])})
-    robust = dict(outputs)
-    robust["T_pred"] = torch.from_numpy(np.stack(poses))
-    robust["pose_valid"] = torch.tensor(valid)
-    robust["reproj_error"] = torch.tensor(error, dtype=torch.float64)
+    robust, inliers = ransac_poses(outputs, batch, settings)
+    extras = [{"num_inliers": count} for count in inliers]
+    if "T_pred" in outputs:
+        epnp = pose_errors(outputs["T_pred"].detach().double().cpu().numpy(),
+                           batch["T_gt"].double().cpu().numpy())
+        for b, extra in enumerate(extras):
+            extra["epnp_rre_euler_deg"] = float(np.atleast_1d(epnp["rre_euler_deg"])[b])
+            extra["epnp_rte_m"] = float(np.atleast_1d(epnp["rte_m"])[b])
     return robust, extras
 
 
@@ -164,7 +152,10 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
     Returns:
         `outputs`: `T_pred` (1, 4, 4) (estimate if accepted, else `T_init`), `pose_valid`
         (1,), `reproj_error` (1,), `matches` (network pixels, indices into the used points),
-        `point_scores` (N_used,), `image_scores` (1, h, w) in {0, 1};
+        `point_scores` (N_used,), `image_scores` (1, h, w) in {0, 1}, `dense_errors` (a
+        list of one (P, 2) array for `PretextAccumulator.add_dense`: every ground-truth
+        overlap point of the used points matched by the Calibrator's model on the same
+        network input, `nclr_core.engine.evaluation.dense_match_errors`);
         `batch`: `T_gt` (1, 4, 4), `point_overlap` (N_used,), `point_pixel` (N_used, 2),
         `image_overlap` (1, h, w), all at the network resolution;
         `extra`: per-frame fields `accepted`, `num_inliers`, `prior_rre_euler_deg`,
@@ -193,6 +184,12 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
 
     matches = result.matches
     T_out = result.T_cam_lidar if accepted else T_init
+    net_image, _ = calibrator._fit_image(image, K)
+    net_batch = batch_to(collate_pairs([{"image": net_image, "points": points[used],
+                                         "K": A @ K}]), calibrator.device)
+    net_batch["point_overlap"] = torch.from_numpy(truth.point_overlap).to(calibrator.device)
+    net_batch["point_pixel"] = torch.from_numpy(truth.point_pixel).to(calibrator.device)
+    dense_errors = dense_match_errors(calibrator.model, calibrator.model(net_batch), net_batch)
     outputs = {
         "T_pred": torch.from_numpy(T_out[None]),
         "pose_valid": torch.tensor([accepted]),
@@ -201,6 +198,7 @@ def online_frame(calibrator: Calibrator, sample: Mapping[str, Any], T_init: np.n
                      "pixels": torch.from_numpy(_apply(A, matches.pixels))}],
         "point_scores": torch.from_numpy(result.point_overlap[used]),
         "image_scores": torch.from_numpy(image_scores.astype(np.float32)),
+        "dense_errors": dense_errors,
     }
     batch = {"T_gt": torch.from_numpy(T_gt[None]),
              "point_overlap": torch.from_numpy(truth.point_overlap),
@@ -254,7 +252,6 @@ def summarize(accumulator: PretextAccumulator, regime: str) -> dict[str, Any]:
     the acceptance rate, the mean errors of the prior and of the raw estimates, and the
     prior's recall curves (the reference an estimate should beat)."""
     out: dict[str, Any] = accumulator.summary()
-    out.pop("score")  # training's model-selection score, not a metric
     records = accumulator.records
     if regime == "online":
         def mean(key: str) -> float:

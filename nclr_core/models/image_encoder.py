@@ -1,16 +1,18 @@
 """Image branch: ResNet encoder + FPN top-down decoder giving F^I at stride 4 (METHOD.md §2).
 
 `encode` and `decode` are separate so that the cross-modal fusion can replace the deepest
-(stride-32) map between them.
+(stride-32) map between them. Every map keeps the cell convention of
+`nclr_core.models.feature_grid` (cell j of a stride-s map centred on pixel s*j), the
+top-down path included.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nclr_core.models.feature_grid import upsample_to_stride
 from nclr_core.models.resnet import ResNet
 
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -20,6 +22,7 @@ class ImageEncoder(nn.Module):
     """ResNet-18/34/50 + FPN; output `out_channels` features at stride 4.
 
     Attributes:
+        stem_channels: channels of the stride-2 stem map (`encode_with_stem`).
         bottleneck_channels: channels of the deepest (stride-32) stage map.
         stage_channels: channels of the four stage maps.
         output_stride: stride of `decode`'s output (4).
@@ -37,6 +40,7 @@ class ImageEncoder(nn.Module):
             )
         self.backbone = ResNet(depth, base_channels)
         self.stage_channels = self.backbone.stage_channels
+        self.stem_channels = self.backbone.stem_channels
         self.bottleneck_channels = self.stage_channels[-1]
         self.out_channels = out_channels
         self.lateral = nn.ModuleList(
@@ -57,12 +61,19 @@ class ImageEncoder(nn.Module):
         Returns:
             4 maps (B, C_s, ceil(H/s), ceil(W/s)) for strides s = 4, 8, 16, 32.
         """
+        return self.encode_with_stem(images)[1]
+
+    def encode_with_stem(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stride-2 stem map (B, base_channels, ceil(H/2), ceil(W/2)) and the 4 stage
+        maps of `encode`."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        return self.backbone(images)
+        stem = self.backbone.stem(images)
+        return stem, self.backbone.stages(stem)
 
     def decode(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """FPN top-down path: deepest map upsampled and summed with each lateral projection.
+        """FPN top-down path: deepest map upsampled (`upsample_to_stride`) and summed with
+        each lateral projection.
 
         Args:
             stages: the 4 maps of `encode` (the last one may be the fused bottleneck map,
@@ -79,7 +90,7 @@ class ImageEncoder(nn.Module):
                 )
         top = self.lateral[-1](stages[-1])
         for stage, lateral in zip(stages[-2::-1], list(self.lateral)[-2::-1], strict=True):
-            up = F.interpolate(top, size=stage.shape[-2:], mode="bilinear", align_corners=False)
+            up = upsample_to_stride(top, stage.shape[-2:])
             top = lateral(stage) + up
         return self.head(top)
 
