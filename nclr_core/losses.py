@@ -229,11 +229,14 @@ def pose_loss(
 ) -> torch.Tensor:
     """Eq. 7: Huber(R_gtᵀ R̂ − I) + Huber(t_gt − t̂), over the frames with a valid pose.
 
-    *(decision)* `gate` = (degrees, metres) keeps only frames whose pose is already that close
-    to the truth (geodesic rotation error, translation error): a RANSAC-free EPnP on mostly
-    wrong matches lands in a wrong basin, often metres off, and the gradient through it is
-    noise large enough to wreck the features (measured: L_f 2.5 -> 11 within 20 steps of
-    enabling L_p, `RESULTS.md`). Gated, L_p only refines poses that are nearly right.
+    The EPnP that L_p trains through sees only points of the ground-truth overlap
+    (`CalibrationNet`, METHOD.md §9): on the network's own top-K points, 39 % lay behind the
+    camera and the solve was invalid or degenerate on most frames, which wrecked every run
+    (measured: L_f 2.5 -> 11 within 20 steps of enabling L_p, `RESULTS.md`).
+    *(decision)* `gate` = (degrees, metres) further keeps only frames whose pose is already
+    that close to the truth (geodesic rotation error, translation error), so that a frame
+    whose matches are still mostly wrong adds no noise: L_p refines poses that are nearly
+    right. `pose_loss_frames` says which frames count.
 
     Args:
         R: (B, 3, 3) predicted rotation of T_cam_lidar.

@@ -233,13 +233,6 @@ class CalibrationNet(nn.Module):
             out["fine_image_feats"] = self.fine_matcher.image_features(stem, image_feats)
         return out
 
-    def extract(
-        self, image: torch.Tensor, points: torch.Tensor, offset: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """F_P (N_total, C) and F_I (B, C, h, w) of `extract_features`."""
-        feats = self.extract_features(image, points, offset)
-        return feats["point_feats"], feats["image_feats"]
-
     # -- matching -------------------------------------------------------------------------
     def _match_candidates(
         self,
