@@ -101,6 +101,8 @@ class CalibrationNet(nn.Module):
             fine_train_jitter_px: the fine stage's C_f, window radius r (stride-2 cells),
             τ_f, Gaussian-target σ (px) and training window jitter (px); see `FineMatcher`.
         fine_loss_weight: λ_fine of L_fine.
+        fpn_upsampling: "aligned" (the cell convention) | "legacy" (the FPN of models trained
+            before it, for fine-tuning them; see `ImageEncoder`).
     """
 
     # modules a checkpoint of an earlier architecture may lack (they then start fresh)
@@ -148,6 +150,7 @@ class CalibrationNet(nn.Module):
         fine_sigma_px: float = 1.0,
         fine_train_jitter_px: float = 6.0,
         fine_loss_weight: float = 1.0,
+        fpn_upsampling: str = "aligned",
     ) -> None:
         super().__init__()
         if len(loss_weights) != 3:
@@ -159,7 +162,7 @@ class CalibrationNet(nn.Module):
         if info_nce_points < 1 or info_nce_cells < 1:
             raise ValueError("info_nce_points and info_nce_cells must be >= 1")
         self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels,
-                                          image_base_channels)
+                                          image_base_channels, fpn_upsampling)
         self.point_encoder = PointEncoder(
             point_variant,
             in_channels=4,

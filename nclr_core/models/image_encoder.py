@@ -3,19 +3,24 @@
 `encode` and `decode` are separate so that the cross-modal fusion can replace the deepest
 (stride-32) map between them. Every map keeps the cell convention of
 `nclr_core.models.feature_grid` (cell j of a stride-s map centred on pixel s*j), the
-top-down path included.
+top-down path included (`upsampling="aligned"`). `upsampling="legacy"` is the top-down path
+of models trained before that convention (`F.interpolate(align_corners=False)`, which moves
+each upsampled level by stride/4 pixels): their weights learned to compensate for it, so
+they keep it when fine-tuned.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nclr_core.models.feature_grid import upsample_to_stride
 from nclr_core.models.resnet import ResNet
 
 STAGE_STRIDES = (4, 8, 16, 32)
+UPSAMPLING_MODES = ("aligned", "legacy")
 
 
 class ImageEncoder(nn.Module):
@@ -32,12 +37,15 @@ class ImageEncoder(nn.Module):
     bottleneck_stride = STAGE_STRIDES[-1]
 
     def __init__(self, depth: int = 18, out_channels: int = 64, fpn_channels: int = 128,
-                 base_channels: int = 64) -> None:
+                 base_channels: int = 64, upsampling: str = "aligned") -> None:
         super().__init__()
         if out_channels < 1 or fpn_channels < 1:
             raise ValueError(
                 f"channels must be positive, got out={out_channels} fpn={fpn_channels}"
             )
+        if upsampling not in UPSAMPLING_MODES:
+            raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
+        self.upsampling = upsampling
         self.backbone = ResNet(depth, base_channels)
         self.stage_channels = self.backbone.stage_channels
         self.stem_channels = self.backbone.stem_channels
@@ -90,7 +98,11 @@ class ImageEncoder(nn.Module):
                 )
         top = self.lateral[-1](stages[-1])
         for stage, lateral in zip(stages[-2::-1], list(self.lateral)[-2::-1], strict=True):
-            up = upsample_to_stride(top, stage.shape[-2:])
+            if self.upsampling == "aligned":
+                up = upsample_to_stride(top, stage.shape[-2:])
+            else:
+                up = F.interpolate(top, size=stage.shape[-2:], mode="bilinear",
+                                   align_corners=False)
             top = lateral(stage) + up
         return self.head(top)
 

@@ -64,11 +64,12 @@ def test_bad_arguments_raise() -> None:
         upsample_to_stride(torch.zeros(1, 1, 2, 2), (6, 4))
 
 
-def _symmetric_encoder() -> ImageEncoder:
+def _symmetric_encoder(upsampling: str = "aligned") -> ImageEncoder:
     """ResNet-18 + FPN whose every convolution averages its window with equal positive
     weights (eval-mode BatchNorm is a positive scale): a positive filter, symmetric about
     each cell's centre if and only if the network centres its cells where it claims."""
-    encoder = ImageEncoder(depth=18, out_channels=2, fpn_channels=2, base_channels=2)
+    encoder = ImageEncoder(depth=18, out_channels=2, fpn_channels=2, base_channels=2,
+                           upsampling=upsampling)
     encoder = encoder.double().eval()
     with torch.no_grad():
         for module in encoder.modules():
@@ -105,19 +106,21 @@ def test_resnet_stem_and_stages_centre_cell_j_on_pixel_sj() -> None:
 def test_fpn_top_down_path_keeps_every_level_on_the_same_pixel() -> None:
     """Stage maps with one active cell each, all on pixel (128, 96) in their own stride
     (even map sizes, where upsampling by exactly 2 would expose a shift): the stride-4
-    output is centred on that pixel. (`F.interpolate(align_corners=False)` moves every
-    upsampled level by stride/4 pixels and fails this.)"""
-    encoder = _symmetric_encoder()
-    stages = []
-    for stride, channels in zip((4, 8, 16, 32), encoder.stage_channels, strict=True):
-        stage = torch.zeros(1, channels, 256 // stride, 256 // stride, dtype=torch.float64)
-        stage[..., 96 // stride, 128 // stride] = 1.0
-        stages.append(stage)
-    with torch.no_grad():
-        out = encoder.decode(stages)[0, 0]
-    torch.testing.assert_close(_centroid(out, 4), torch.tensor([128.0, 96.0],
-                                                               dtype=torch.float64),
-                               rtol=0, atol=1e-9)
+    output is centred on that pixel. The legacy top-down path of older checkpoints
+    (`F.interpolate(align_corners=False)`) moves every upsampled level by stride/4 pixels."""
+    centroids = {}
+    for mode in ("aligned", "legacy"):
+        encoder = _symmetric_encoder(mode)
+        stages = []
+        for stride, channels in zip((4, 8, 16, 32), encoder.stage_channels, strict=True):
+            stage = torch.zeros(1, channels, 256 // stride, 256 // stride, dtype=torch.float64)
+            stage[..., 96 // stride, 128 // stride] = 1.0
+            stages.append(stage)
+        with torch.no_grad():
+            centroids[mode] = _centroid(encoder.decode(stages)[0, 0], 4)
+    truth = torch.tensor([128.0, 96.0], dtype=torch.float64)
+    torch.testing.assert_close(centroids["aligned"], truth, rtol=0, atol=1e-9)
+    assert float((centroids["legacy"] - truth).abs().min()) > 1.0
 
 
 @pytest.mark.parametrize("cells, impulse_cell", [((33, 33), (16, 16)), ((33, 49), (16, 24))])
