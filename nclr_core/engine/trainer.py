@@ -75,13 +75,26 @@ def build_model(cfg: PretrainConfig) -> CalibrationNet:
         raise ConfigError(f"model: {err}") from err
 
 
-def parameter_groups(model: CalibrationNet, weight_decay: float) -> list[dict]:
+def parameter_groups(model: CalibrationNet, weight_decay: float, lr: float,
+                     fresh_modules: tuple[str, ...] = (), pretrained_lr_scale: float = 1.0
+                     ) -> list[dict]:
     """AdamW groups: weight decay everywhere but the LTA (its D would be pulled towards 0,
-    shrinking every similarity, and Q is an orthogonal parametrisation)."""
+    shrinking every similarity, and Q is an orthogonal parametrisation); learning rate `lr`
+    for the modules named in `fresh_modules` (started fresh in a run from `init_weights`),
+    `lr * pretrained_lr_scale` for every other parameter. Empty groups are left out."""
+    if not pretrained_lr_scale > 0:
+        raise ValueError(f"train.pretrained_lr_scale must be positive, got {pretrained_lr_scale}")
     alignment = {id(p) for p in model.alignment.parameters()}
-    decayed = [p for p in model.parameters() if id(p) not in alignment]
-    return [{"params": decayed, "weight_decay": weight_decay},
-            {"params": list(model.alignment.parameters()), "weight_decay": 0.0}]
+    fresh = {id(p) for name in fresh_modules for p in getattr(model, name).parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in alignment | fresh],
+         "weight_decay": weight_decay, "lr": lr * pretrained_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) in fresh],
+         "weight_decay": weight_decay, "lr": lr},
+        {"params": list(model.alignment.parameters()), "weight_decay": 0.0,
+         "lr": lr * pretrained_lr_scale},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 def _seed_everything(seed: int) -> None:
@@ -169,11 +182,15 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
 
     model = build_model(cfg)
-    if checkpoint is None and cfg.train.init_weights:
-        _load_initial_weights(model, cfg.train.init_weights)
+    fresh: tuple[str, ...] = ()
+    scale = 1.0
+    if cfg.train.init_weights:
+        scale = cfg.train.pretrained_lr_scale
+        fresh = _load_initial_weights(model, cfg.train.init_weights, load=checkpoint is None)
     model = model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
-                                  lr=cfg.train.lr)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg.train.weight_decay, cfg.train.lr, fresh, scale),
+        lr=cfg.train.lr)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
@@ -259,8 +276,11 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     return run_dir
 
 
-def _load_initial_weights(model: CalibrationNet, path: str) -> None:
-    """Copy the `model` weights of checkpoint `path` into `model` (float16 ones are cast).
+def _load_initial_weights(model: CalibrationNet, path: str, load: bool = True
+                          ) -> tuple[str, ...]:
+    """Copy the `model` weights of checkpoint `path` into `model` (float16 ones are cast);
+    return the names of the modules that start fresh. With `load=False` (a resumed run,
+    whose own checkpoint holds the weights) only find those names.
 
     A module of `CalibrationNet.optional_modules` (the fine stage) that the checkpoint has
     no weights for at all starts fresh; a model with cosine similarity (W_f = I, no
@@ -275,6 +295,8 @@ def _load_initial_weights(model: CalibrationNet, path: str) -> None:
     fresh = [name for name in model.optional_modules
              if getattr(model, name) is not None
              and not any(key.startswith(f"{name}.") for key in state)]
+    if not load:
+        return tuple(fresh)
     own = model.state_dict()
     state = {**state, **{k: v for k, v in own.items() if k.split(".")[0] in fresh}}
     try:
@@ -283,6 +305,7 @@ def _load_initial_weights(model: CalibrationNet, path: str) -> None:
         raise CheckpointError(f"{path}: weights do not fit the configured model: {err}") from err
     log.info("initial weights from %s%s", path,
              f" ({', '.join(fresh)} not in it: freshly initialised)" if fresh else "")
+    return tuple(fresh)
 
 
 def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,
