@@ -40,7 +40,7 @@ from nclr_core.losses import (
     weighted_total,
 )
 from nclr_core.models.alignment import TransformationAlignment
-from nclr_core.models.feature_grid import cell_centers
+from nclr_core.models.feature_grid import CELL_CONVENTIONS, cell_centers
 from nclr_core.models.fine_matching import FineMatcher
 from nclr_core.models.fusion import CrossModalFusion
 from nclr_core.models.heads import OverlapHead
@@ -103,6 +103,9 @@ class CalibrationNet(nn.Module):
         fine_loss_weight: λ_fine of L_fine.
         fpn_upsampling: "aligned" (the cell convention) | "legacy" (the FPN of models trained
             before it, for fine-tuning them; see `ImageEncoder`).
+        cell_convention: "stem" (cell j at pixel s*j) | "legacy" (s*j + (s - 1)/2, what
+            models trained before issue 12 learned; with `fpn_upsampling="legacy"` such a
+            model runs as it was trained). The fine stage always uses "stem".
     """
 
     # modules a checkpoint of an earlier architecture may lack (they then start fresh)
@@ -151,6 +154,7 @@ class CalibrationNet(nn.Module):
         fine_train_jitter_px: float = 6.0,
         fine_loss_weight: float = 1.0,
         fpn_upsampling: str = "aligned",
+        cell_convention: str = "stem",
     ) -> None:
         super().__init__()
         if len(loss_weights) != 3:
@@ -161,6 +165,10 @@ class CalibrationNet(nn.Module):
             raise ValueError("max_match_points, min_match_points, min_match_cells must be >= 1")
         if info_nce_points < 1 or info_nce_cells < 1:
             raise ValueError("info_nce_points and info_nce_cells must be >= 1")
+        if cell_convention not in CELL_CONVENTIONS:
+            raise ValueError(f"cell_convention must be one of {CELL_CONVENTIONS}, got "
+                             f"{cell_convention!r}")
+        self.cell_convention = cell_convention
         self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels,
                                           image_base_channels, fpn_upsampling)
         self.point_encoder = PointEncoder(
@@ -178,6 +186,7 @@ class CalibrationNet(nn.Module):
             num_heads=fusion_heads,
             num_layers=fusion_layers,
             num_keypoints=fusion_keypoints,
+            cell_convention=cell_convention,
         )
         self.use_overlap = bool(use_overlap)
         if self.use_overlap:
@@ -290,7 +299,8 @@ class CalibrationNet(nn.Module):
             pixels (P, 2) network-image (u, v); confidence (P,) max_j w_ij of the coarse match.
         """
         c, h, w = image_feats.shape
-        cells_uv = cell_centers(h, w, self.stride, device=image_feats.device)
+        cells_uv = cell_centers(h, w, self.stride, convention=self.cell_convention,
+                                device=image_feats.device)
         if image_scores is None:
             mask = torch.ones(h * w, dtype=torch.bool, device=image_feats.device)
         else:
@@ -496,7 +506,8 @@ class CalibrationNet(nn.Module):
         self._check_batch(batch, h, w)
         slices = _offsets_to_slices(offset, points.shape[0])
         image_flat = image_feats.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        cells_uv = cell_centers(h, w, self.stride, device=image_feats.device)
+        cells_uv = cell_centers(h, w, self.stride, convention=self.cell_convention,
+                                device=image_feats.device)
         out: dict[str, Any] = dict(feats)
 
         point_scores = image_scores = None

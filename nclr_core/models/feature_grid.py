@@ -14,6 +14,9 @@ import torch
 import torch.nn.functional as F
 
 
+CELL_CONVENTIONS = ("stem", "legacy")
+
+
 def _check_stride(stride: int) -> None:
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
@@ -24,10 +27,12 @@ def cell_centers(
     w: int,
     stride: int,
     *,
+    convention: str = "stem",
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Pixel centre (u, v) = (stride*j, stride*i) of every cell of an (h, w) map.
+    """Pixel centre (u, v) = (stride*j, stride*i) of every cell of an (h, w) map (plus
+    (stride - 1)/2 with `convention="legacy"`).
 
     Returns:
         (h*w, 2) tensor, row-major: entry i*w + j is cell (row i, column j).
@@ -35,8 +40,12 @@ def cell_centers(
     _check_stride(stride)
     if h < 0 or w < 0:
         raise ValueError(f"feature map size must be non-negative, got ({h}, {w})")
-    rows = torch.arange(h, dtype=dtype, device=device) * stride
-    cols = torch.arange(w, dtype=dtype, device=device) * stride
+    if convention not in CELL_CONVENTIONS:
+        raise ValueError(f"cell convention must be one of {CELL_CONVENTIONS}, got "
+                         f"{convention!r}")
+    offset = (stride - 1) / 2.0 if convention == "legacy" else 0.0
+    rows = torch.arange(h, dtype=dtype, device=device) * stride + offset
+    cols = torch.arange(w, dtype=dtype, device=device) * stride + offset
     v, u = torch.meshgrid(rows, cols, indexing="ij")
     return torch.stack((u.reshape(-1), v.reshape(-1)), dim=-1)
 

@@ -198,6 +198,24 @@ def test_runs_on_pair_sampler_and_collate_output():
     out["loss"].backward()
 
 
+def test_legacy_cells_move_every_coarse_match_by_the_legacy_offset():
+    """A model with `cell_convention="legacy"` (older checkpoints) matches with cell centres
+    at 4j + 1.5: the same weights give the same matches moved by exactly 1.5 px."""
+    torch.manual_seed(8)
+    stem = CalibrationNet(**TINY, matching="hard").eval()
+    legacy = CalibrationNet(**TINY, matching="hard", cell_convention="legacy").eval()
+    legacy.load_state_dict(stem.state_dict())
+    batch = _batch()
+    with torch.no_grad():
+        feats = stem.extract_features(batch["image"], batch["points"], batch["offset"])
+        index = torch.arange(40)
+        a, _ = stem.match_points(feats["point_feats"][index], feats["image_feats"][0])
+        b, _ = legacy.match_points(feats["point_feats"][index], feats["image_feats"][0])
+    torch.testing.assert_close(b - a, torch.full_like(a, 1.5))
+    with pytest.raises(ValueError, match="cell_convention"):
+        CalibrationNet(**TINY, cell_convention="area")
+
+
 def test_pose_loss_support_is_the_ground_truth_overlap():
     """In training with L_p the EPnP sees only points of the ground-truth overlap, weighted by
     the network, where the network's own overlap prediction (untrained here) differs."""

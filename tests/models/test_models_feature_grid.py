@@ -17,6 +17,15 @@ def test_cell_centers_stride4_layout() -> None:
     torch.testing.assert_close(centers, expected)
 
 
+def test_legacy_cell_centers_of_older_checkpoints() -> None:
+    legacy = cell_centers(2, 3, 4, convention="legacy")
+    torch.testing.assert_close(legacy, cell_centers(2, 3, 4) + 1.5)
+    torch.testing.assert_close(cell_centers(1, 2, 32, convention="legacy"),
+                               torch.tensor([[15.5, 15.5], [47.5, 15.5]]))
+    with pytest.raises(ValueError, match="convention"):
+        cell_centers(2, 2, 4, convention="area")
+
+
 def test_pixel_to_cell_inverts_centers() -> None:
     centers = cell_centers(3, 4, 4)
     cells = pixel_to_cell(centers, 4)
