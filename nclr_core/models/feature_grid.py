@@ -6,13 +6,16 @@ convolution or pooling of stride 2 with padding (k - 1) / 2 centres output j on 
 every stage of stride s centres cell j on pixel s*j), and `upsample_to_stride` keeps the FPN's
 top-down path on the same grid. A cell "contains" the pixels nearest to its centre,
 [s*j - s/2, s*j + s/2).
+
+`convention="legacy"` gives the centres s*j + (s - 1)/2 that models trained before this
+convention (the shipped model up to issue 12) learned with; they keep them (model config
+`cell_convention: legacy`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 
 CELL_CONVENTIONS = ("stem", "legacy")
 
