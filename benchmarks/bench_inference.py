@@ -8,10 +8,12 @@ does (`nclr_core.data.datasets.pair_transform`, validation mode: point range cro
 network does not depend on them, but the adaptive stop of the `Calibrator`'s RANSAC does, so
 a trained model's end-to-end figure may differ.
 
-Stages, timed in one pass with `torch.no_grad()`: image encoder (ResNet + FPN decoder),
-point encoder (voxelisation + sparse U-Net encoder and decoder), fusion, matching (overlap
-heads, similarity and soft matching: the post-decoder forward minus its EPnP) and PnP (the
-same weighted EPnP re-run on the matches); total = the whole forward.
+Stages, timed in one pass with `torch.no_grad()`: image encoder (ResNet + FPN decoder, and
+the fine stage's stride-2 map when the model has one), point encoder (voxelisation + sparse
+U-Net encoder and decoder), fusion, matching (overlap heads, similarity, soft matching and
+the fine refinement: the post-decoder forward, which runs no EPnP) and PnP (the weighted
+EPnP on the matches, as training's pose loss runs it, not part of the forward any more);
+total = the whole forward.
 """
 from __future__ import annotations
 
@@ -47,27 +49,29 @@ def stage_seconds(model: CalibrationNet, batch: dict[str, torch.Tensor],
                   device: torch.device) -> dict[str, float]:
     """Seconds of each stage of one forward pass (see the module docstring)."""
     t0 = now(device)
-    stages = model.image_encoder.encode(batch["image"])
+    stem, stages = model.image_encoder.encode_with_stem(batch["image"])
     t1 = now(device)
     state = model.point_encoder.encode(batch["points"], batch["offset"])
     voxel_feats, voxel_xyz, voxel_batch = model.point_encoder.bottleneck(state)
     t2 = now(device)
     fused_voxels, fused_map = model.fusion(voxel_feats, voxel_xyz, voxel_batch, stages[-1])
     t3 = now(device)
-    image_feats = model.image_encoder.decode([*stages[:-1], fused_map])
+    feats = {"image_feats": model.image_encoder.decode([*stages[:-1], fused_map]).float()}
+    if model.fine_matcher is not None:
+        feats["fine_image_feats"] = model.fine_matcher.image_features(
+            stem, feats["image_feats"]).float()
     t4 = now(device)
-    point_feats = model.point_encoder.decode(state, fused_voxels)
+    feats["point_feats"] = model.point_encoder.decode(state, fused_voxels).float()
     t5 = now(device)
-    out = model._predict(batch, point_feats.float(), image_feats.float(), False)
+    out = model._predict(batch, feats, False, False)
     t6 = now(device)
     match = out["matches"][0]
     solve_epnp(batch["points"][match["point_index"], :3].float()[None],
                match["pixels"][None], batch["K"].float(), match["weights"][None],
                model.refine_steps)
     t7 = now(device)
-    pnp = t7 - t6
     return {"image_encoder_s": (t1 - t0) + (t4 - t3), "point_encoder_s": (t2 - t1) + (t5 - t4),
-            "fusion_s": t3 - t2, "matching_s": max(0.0, (t6 - t5) - pnp), "pnp_s": pnp,
+            "fusion_s": t3 - t2, "matching_s": t6 - t5, "pnp_s": t7 - t6,
             "total_s": t6 - t0}
 
 

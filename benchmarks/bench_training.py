@@ -38,8 +38,8 @@ def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, r
     cfg = config(cfg_path, synthetic_root)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
-                                  lr=cfg.train.lr)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg.train.weight_decay, cfg.train.lr), lr=cfg.train.lr)
     batches = training_batches(cfg, warmup + repeats, device)
     cursor = iter(batches)
 

@@ -166,6 +166,8 @@ class NetworkFeatures:
     network_matches: the network's own soft matches: `point_index` (K,) into `used`,
         `pixels` (K, 2) float64 network px, `weights` (K,) float64.
     image_hw: (H, W) of the input image; num_points: N, input points.
+    cell_convention: where the cells' centres are (`feature_grid.cell_centers`).
+    fine_image_feats: (C_f, h2, w2) the fine stage's image map, None without one.
     """
 
     used: np.ndarray
@@ -180,6 +182,8 @@ class NetworkFeatures:
     network_matches: dict[str, np.ndarray]
     image_hw: tuple[int, int]
     num_points: int
+    cell_convention: str
+    fine_image_feats: torch.Tensor | None
 
     @property
     def pixel_scale(self) -> float:
@@ -271,7 +275,10 @@ class Calibrator:
             point_scores=out["point_scores"].float().cpu().numpy(),
             image_scores=out["image_scores"][0].float().cpu().numpy(),
             similarity=self.model.alignment.similarity, stride=self.model.stride,
-            network_matches=matches, image_hw=image.shape[:2], num_points=len(points))
+            network_matches=matches, image_hw=image.shape[:2], num_points=len(points),
+            cell_convention=self.model.cell_convention,
+            fine_image_feats=(out["fine_image_feats"][0] if "fine_image_feats" in out
+                              else None))
 
     def calibrate(
         self,
@@ -310,7 +317,8 @@ class Calibrator:
         point_used = np.zeros(n, dtype=bool)
         point_used[used] = True
         mask = mask_at_input(features.image_scores, features.A, features.image_hw,
-                             self.network_input, features.stride, self.model.image_threshold)
+                             self.network_input, features.stride, self.model.image_threshold,
+                             features.cell_convention)
 
         frame = features.network_matches
         index = used[frame["point_index"]]

@@ -9,7 +9,9 @@
 - Pose `L_p` (Eq. 7): element-wise Huber (δ) of `R_gtᵀ R̂ − I` plus of `t_gt − t̂`, summed over
   the elements (the paper writes a norm) and averaged over the frames with a valid pose
   *(decision)*; 0, still attached to the graph, when no frame is valid.
-- Total: `λ_f L_f + λ_o L_o + λ_p L_p` over the terms present.
+- Fine matching `L_fine` (METHOD.md §9): per-point loss of the fine stage, defined beside
+  it (`nclr_core.models.fine_matching.FineMatcher.loss`).
+- Total: `λ_f L_f + λ_o L_o + λ_p L_p (+ λ_fine L_fine)` over the terms present.
 """
 from __future__ import annotations
 
@@ -194,6 +196,29 @@ def _within_gate(R: torch.Tensor, t: torch.Tensor, T_gt: torch.Tensor,  # noqa: 
     return (angle <= max_deg) & ((T_gt[:, :3, 3] - t).norm(dim=1) <= max_m)
 
 
+def pose_loss_frames(
+    R: torch.Tensor,  # noqa: N803 (rotation matrix)
+    t: torch.Tensor,
+    T_gt: torch.Tensor,  # noqa: N803 (project frame naming)
+    valid: torch.Tensor,
+    gate: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """(B,) bool: the frames `pose_loss` counts (valid, finite, and within `gate`).
+
+    R (B, 3, 3), t (B, 3), T_gt (B, 4, 4), valid (B,); gate = (degrees, metres) or None.
+    """
+    b = R.shape[0]
+    if R.shape != (b, 3, 3) or t.shape != (b, 3) or T_gt.shape != (b, 4, 4) or valid.shape != (b,):
+        raise ValueError(
+            f"pose shapes must be R (B,3,3), t (B,3), T_gt (B,4,4), valid (B,); got "
+            f"{tuple(R.shape)}, {tuple(t.shape)}, {tuple(T_gt.shape)}, {tuple(valid.shape)}"
+        )
+    kept = valid.to(torch.bool) & torch.isfinite(R).all(dim=(1, 2)) & torch.isfinite(t).all(1)
+    if gate is not None:
+        kept = kept & _within_gate(R.detach(), t.detach(), T_gt.to(R.dtype), *gate)
+    return kept
+
+
 def pose_loss(
     R: torch.Tensor,  # noqa: N803 (rotation matrix)
     t: torch.Tensor,
@@ -204,11 +229,14 @@ def pose_loss(
 ) -> torch.Tensor:
     """Eq. 7: Huber(R_gtᵀ R̂ − I) + Huber(t_gt − t̂), over the frames with a valid pose.
 
-    *(decision)* `gate` = (degrees, metres) keeps only frames whose pose is already that close
-    to the truth (geodesic rotation error, translation error): a RANSAC-free EPnP on mostly
-    wrong matches lands in a wrong basin, often metres off, and the gradient through it is
-    noise large enough to wreck the features (measured: L_f 2.5 -> 11 within 20 steps of
-    enabling L_p, `RESULTS.md`). Gated, L_p only refines poses that are nearly right.
+    The EPnP that L_p trains through sees only points of the ground-truth overlap
+    (`CalibrationNet`, METHOD.md §9): on the network's own top-K points, 39 % lay behind the
+    camera and the solve was invalid or degenerate on most frames, which wrecked every run
+    (measured: L_f 2.5 -> 11 within 20 steps of enabling L_p, `RESULTS.md`).
+    *(decision)* `gate` = (degrees, metres) further keeps only frames whose pose is already
+    that close to the truth (geodesic rotation error, translation error), so that a frame
+    whose matches are still mostly wrong adds no noise: L_p refines poses that are nearly
+    right. `pose_loss_frames` says which frames count.
 
     Args:
         R: (B, 3, 3) predicted rotation of T_cam_lidar.
@@ -220,15 +248,7 @@ def pose_loss(
         scalar: per-frame sum of element-wise Huber terms, averaged over the frames kept; a
         zero attached to the graph of R and t when none is kept (never NaN).
     """
-    b = R.shape[0]
-    if R.shape != (b, 3, 3) or t.shape != (b, 3) or T_gt.shape != (b, 4, 4) or valid.shape != (b,):
-        raise ValueError(
-            f"pose shapes must be R (B,3,3), t (B,3), T_gt (B,4,4), valid (B,); got "
-            f"{tuple(R.shape)}, {tuple(t.shape)}, {tuple(T_gt.shape)}, {tuple(valid.shape)}"
-        )
-    valid = valid.to(torch.bool) & torch.isfinite(R).all(dim=(1, 2)) & torch.isfinite(t).all(1)
-    if gate is not None:
-        valid = valid & _within_gate(R.detach(), t.detach(), T_gt.to(R.dtype), *gate)
+    valid = pose_loss_frames(R, t, T_gt, valid, gate)
     R_v, t_v = R[valid], t[valid]  # noqa: N806
     if R_v.shape[0] == 0:
         return (R_v.sum() + t_v.sum()) * 0.0
@@ -244,7 +264,7 @@ def pose_loss(
 def weighted_total(
     terms: Mapping[str, torch.Tensor], weights: Mapping[str, float] | None = None
 ) -> torch.Tensor:
-    """`Σ λ_k L_k` over the terms present (keys "feature", "overlap", "pose").
+    """`Σ λ_k L_k` over the terms present (keys "feature", "overlap", "pose", "fine").
 
     Args:
         terms: scalar losses by name; at least one.

@@ -100,16 +100,18 @@ def to_input_pixels(A: np.ndarray, net_px: np.ndarray) -> np.ndarray:
 
 
 def mask_at_input(scores: np.ndarray, A: np.ndarray, hw: tuple[int, int],
-                  network_input: NetworkInput, stride: int, threshold: float) -> np.ndarray:
-    """(H, W) uint8 mask of the input image, MASK_ON where the stride-s cell scores (h, w),
-    sampled bilinearly, exceed `threshold` (0 where the crop cut the image away)."""
+                  network_input: NetworkInput, stride: int, threshold: float,
+                  convention: str = "stem") -> np.ndarray:
+    """(H, W) uint8 mask of the input image, MASK_ON where the stride-s cell scores (h, w)
+    (cells centred by `convention`), sampled bilinearly, exceed `threshold` (0 where the crop
+    cut the image away)."""
     height, width = hw
     net_h, net_w = network_input.image_height, network_input.image_width
     # A is a scale plus an offset per axis (resize then crop)
     u_net = A[0, 0] * np.arange(width) + A[0, 2]
     v_net = A[1, 1] * np.arange(height) + A[1, 2]
-    col = pixel_to_cell(np.stack((u_net, np.zeros_like(u_net)), 1), stride)[:, 0]
-    row = pixel_to_cell(np.stack((np.zeros_like(v_net), v_net), 1), stride)[:, 1]
+    col = pixel_to_cell(np.stack((u_net, np.zeros_like(u_net)), 1), stride, convention)[:, 0]
+    row = pixel_to_cell(np.stack((np.zeros_like(v_net), v_net), 1), stride, convention)[:, 1]
     map_x = np.broadcast_to(col.astype(np.float32)[None, :], (height, width))
     map_y = np.broadcast_to(row.astype(np.float32)[:, None], (height, width))
     sampled = cv2.remap(scores.astype(np.float32), np.ascontiguousarray(map_x),

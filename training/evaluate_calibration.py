@@ -26,6 +26,10 @@ with the similarity W_f = I (cosine) and hard arg-max matching, then RANSAC-PnP.
 `--untrained` evaluates a freshly initialised model of the checkpoint's architecture
 (seeded by --seed) instead of its weights: the "untrained" reference.
 
+Both regimes also match every ground-truth overlap point fed to the network (not only the
+K the network chose) and report `dense_match_acc_{1,3,5}px`, `dense_match_err_px_median`
+and `dense_match_bias_px` [u, v] in network pixels (`nclr_core.engine.evaluation`).
+
 Writes into --out: `metrics.json` (per regime and method: the §8 metrics, recall curves,
 and for registration the LTA check `lta_check`: similarity of corresponding point and pixel
 features with and without W_f; online, per call: `num_calls`, `accepted_rate`,
@@ -65,13 +69,14 @@ from nclr_core.engine.calibration_eval import (
     write_frames_csv,
 )
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
-from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.online_eval import (
     NO_CHECKPOINT,
     FeatureCache,
     make_windows,
     run_calls,
+    sample_frame,
     summarize_calls,
 )
 from nclr_core.engine.pretrain_config import DataConfig, PretrainConfig
@@ -210,13 +215,14 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
         for name, model in models.items():
             accumulator = accumulators[name]
             outputs = model(batch)
-            with_w, without_w = correspondence_similarities(outputs, batch,
-                                                            model.alignment.W, model.stride)
+            with_w, without_w = correspondence_similarities(
+                outputs, batch, model.alignment.W, model.stride, model.cell_convention)
             similarities[name][0].append(with_w)
             similarities[name][1].append(without_w)
             robust, extras = registration_outputs(outputs, batch, settings)
             first = len(accumulator.records)
             accumulator.add(robust, batch)
+            accumulator.add_dense(dense_match_errors(model, outputs, batch))
             for b, extra in enumerate(extras):
                 accumulator.records[first + b].update(extra)
                 rows.append({"method": name, "regime": "registration",
@@ -253,7 +259,8 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
     for name, model in models.items():
         calibrator = None if model is None else FeatureCache(
             Calibrator(model, network_input, settings, device), online.window)
-        accumulator = PretextAccumulator()
+        accumulator = PretextAccumulator(
+            threshold=0.5 if model is None else model.point_threshold)
         calls = []
         for call in tqdm(run_calls(windows, samples.__getitem__,
                                    lambda prior, c=calibrator: OnlineCalibration(c, online, prior),
@@ -284,9 +291,12 @@ def _frame_record(calibrator: Calibrator, sample: dict, prior, outcome,
     record = outcome.record
     T_gt = np.asarray(sample["T_cam_lidar"], dtype=np.float64)
     T_out = record.T_cam_lidar if record.accepted else prior
-    outputs, batch = online_frame(calibrator, outcome.network, sample, T_out, record.accepted,
-                                  overlap_radius_cells)
+    frame = sample_frame(sample)  # the cache holds the call's forward of this image
+    features = calibrator.features(frame.image, frame.points, frame.camera)
+    outputs, batch = online_frame(calibrator, features, outcome.network, sample, T_out,
+                                  record.accepted, overlap_radius_cells)
     accumulator.add(outputs, batch)
+    accumulator.add_dense(outputs["dense_errors"])
     prior_errors = pose_errors(prior, T_gt)
     estimate = pose_errors(record.T_cam_lidar, T_gt) if record.solved else {
         "rre_euler_deg": math.nan, "rte_m": math.nan}
@@ -338,7 +348,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "weights": "untrained" if args.untrained else (
             "none" if args.checkpoint == NO_CHECKPOINT else "checkpoint"),
         "model": {"similarity": cfg.model.get("similarity", "lta"),
-                  "matching": cfg.model.get("matching", "soft")},
+                  "matching": cfg.model.get("matching", "soft"),
+                  "fine_matching": bool(cfg.model.get("fine_matching", False))},
         "dataset": cfg.data.dataset, "data": cfg.data.root, "split": cfg.data.val_split,
         "seed": args.seed, "max_frames": args.max_frames,
         "prior": {"rotation_deg": args.prior_deg, "translation_m": args.prior_m,
@@ -384,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         m = metrics["registration"]
         print(f"registration: {m['num_frames']} frames, RRE {m['rre_euler_deg_mean']:.2f} deg, "
               f"RTE {m['rte_m_mean']:.3f} m, success {m['success_rate']:.3f}, "
-              f"match acc@5px {m['match_acc_5px']:.3f}")
+              f"match acc@5px {m['match_acc_5px']:.3f}, dense acc@1/5px "
+              f"{m['dense_match_acc_1px']:.3f}/{m['dense_match_acc_5px']:.3f}, median "
+              f"{m['dense_match_err_px_median']:.2f} px")
     if "online" in metrics:
         m = metrics["online"]
         print(f"online: {m['num_calls']} calls, accepted {m['accepted_rate']:.3f}, median "

@@ -6,16 +6,22 @@
 Keeps what `nclr_core.inference.Calibrator.from_checkpoint` needs — the model weights and
 the resolved config — plus the step and the validation metrics, and drops the optimizer,
 scheduler and RNG state. Weights are stored as float16 unless `--float32` (they are cast
-back to float32 when loaded), which halves the file.
+back to float32 when loaded), which halves the file. Beside the checkpoint it writes, for
+people and reviews, `<name>.config.yaml` (the resolved config) and `<name>.metrics.json`
+(step, source checkpoint and the validation that selected it).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
+import yaml
 
+from nclr_core.atomic_write import write_text_atomic
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.engine.metrics_file import write_metrics_json
 
 
 def inference_payload(checkpoint: dict, half: bool) -> dict:
@@ -42,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     payload["source"] = str(args.checkpoint)
     save_checkpoint(args.out, **payload)
+    out = Path(args.out)
+    write_text_atomic(out.with_suffix(".config.yaml"),
+                      yaml.safe_dump(payload["config"], sort_keys=False))
+    write_metrics_json(out.with_suffix(".metrics.json"),
+                       {"step": payload["step"], "source": payload["source"],
+                        "validation": payload["metrics"]})
     values = sum(v.numel() for v in payload["model"].values() if torch.is_floating_point(v))
     print(f"wrote {args.out}: {values} weights from step {payload['step']}")
     return 0

@@ -20,6 +20,16 @@ commands run). Layout:
             section: registration  # dotted path inside the file, e.g. baseline_cosine_hard.online
             command: python training/evaluate_calibration.py ...  # used when the file has none
       - title: text
+        kind: seeded_calibration   # calibration columns, mean ± std over seeds per row
+        seeds: [0, 1, 2]
+        columns: [success_rate, dense_match_acc_1px, ...]
+        rows:
+          - name: base
+            metrics: runs/eval/ablation_base_s{seed}/metrics.json
+            section: registration
+            command: python training/evaluate_calibration.py ...  # when the file has none
+            trained_by: python training/pretrain.py ... --set seed={seed}  # optional
+      - title: text
         kind: label_efficiency     # finetune_seg.py outputs: mean ± std mIoU over seeds
         fractions: [0.01, 0.1]
         seeds: [0, 1, 2]
@@ -70,6 +80,11 @@ CALIBRATION_COLUMNS: dict[str, tuple[str, str]] = {
     "accepted_rate": ("accepted", "{:.1%}"),
     "prior_rre_euler_deg_mean": ("prior RRE mean (°)", "{:.2f}"),
     "prior_rte_m_mean": ("prior RTE mean (m)", "{:.3f}"),
+    "dense_match_acc_1px": ("dense acc @1 px", "{:.1%}"),
+    "dense_match_acc_3px": ("dense acc @3 px", "{:.1%}"),
+    "dense_match_acc_5px": ("dense acc @5 px", "{:.1%}"),
+    "dense_match_err_px_median": ("dense err median (px)", "{:.2f}"),
+    "dense_match_bias_px": ("dense bias u, v (px)", "{:+.2f}"),
 }
 DEFAULT_COLUMNS = ("num_frames", "match_err_px_mean", "match_acc_5px", "rre_euler_deg_mean",
                    "rre_euler_deg_median", "rte_m_mean", "rte_m_median", "success_rate",
@@ -115,6 +130,8 @@ def _section(data: dict, dotted: str) -> dict | None:
 
 
 def _format(value: Any, fmt: str) -> str:
+    if isinstance(value, list):  # a vector such as the bias [u, v]
+        return ", ".join(_format(v, fmt) for v in value) if value else NOT_AVAILABLE
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return NOT_AVAILABLE
     if fmt == "{:d}":
@@ -134,11 +151,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def calibration_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
     """Markdown lines of a `kind: calibration` table (rows cite their sources)."""
-    columns = spec.get("columns", list(DEFAULT_COLUMNS))
-    unknown = [c for c in columns if c not in CALIBRATION_COLUMNS]
-    if unknown:
-        raise ManifestError(f"{where}: unknown columns {unknown}; known: "
-                            f"{sorted(CALIBRATION_COLUMNS)}")
+    columns = _columns(spec, where)
     body = []
     for i, row in enumerate(_require(spec, "rows", where)):
         at = f"{where}, row {i + 1}"
@@ -166,6 +179,72 @@ def calibration_table(spec: dict, where: str, sources: list[Source]) -> list[str
         body.append([f"{name} {ref}"] + [_format(values.get(c), CALIBRATION_COLUMNS[c][1])
                                          for c in columns])
     return _table(["method"] + [CALIBRATION_COLUMNS[c][0] for c in columns], body)
+
+
+def _columns(spec: dict, where: str) -> list[str]:
+    columns = spec.get("columns", list(DEFAULT_COLUMNS))
+    unknown = [c for c in columns if c not in CALIBRATION_COLUMNS]
+    if unknown:
+        raise ManifestError(f"{where}: unknown columns {unknown}; known: "
+                            f"{sorted(CALIBRATION_COLUMNS)}")
+    return columns
+
+
+def _mean_std(values: list[Any], fmt: str) -> str:
+    """`mean ± sample std` of per-seed values (numbers, or equal-length vectors)."""
+    array = np.asarray(values, dtype=np.float64)
+    mean = array.mean(axis=0)
+    if len(values) < 2:
+        return _format(mean.tolist(), fmt)
+    std = array.std(axis=0, ddof=1)
+    if fmt.endswith("%}"):  # rates: the spread in percentage points
+        spread = np.vectorize(lambda v: f"{100 * v:.1f}")(std)
+    else:
+        spread = np.vectorize(lambda v: fmt.replace("+", "").format(v))(std)
+    if array.ndim == 1:
+        return f"{_format(float(mean), fmt)} ± {spread}"
+    return ", ".join(f"{_format(float(m), fmt)} ± {d}" for m, d in zip(mean, spread,
+                                                                        strict=True))
+
+
+def seeded_calibration_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
+    """Markdown lines of a `kind: seeded_calibration` table: per row and column, the mean ±
+    sample std over the seeds of an evaluate_calibration.py section."""
+    columns = _columns(spec, where)
+    seeds = [int(s) for s in _require(spec, "seeds", where)]
+    body = []
+    for i, row in enumerate(_require(spec, "rows", where)):
+        at = f"{where}, row {i + 1}"
+        section = str(_require(row, "section", at))
+        first = len(sources) + 1
+        found = []
+        for seed in seeds:
+            path = _fill(str(_require(row, "metrics", at)), 0, seed)
+            command = _fill(str(row.get("command", "")), 0, seed)
+            what = f"{section}, seed {seed}"
+            if row.get("trained_by"):
+                what += f"; the checkpoint of `{_fill(str(row['trained_by']), 0, seed)}`"
+            data = _read_json(Path(path)) if Path(path).is_file() else {}
+            values = _section(data, section)
+            if values is None:
+                sources.append(Source(path, what, command, NOT_RUN))
+                continue
+            command = str(data.get("command") or command)
+            if not command:
+                raise ManifestError(f"{at}: no command for {path}; a figure must be "
+                                    "traceable to its command")
+            sources.append(Source(path, what, command, "ok"))
+            found.append(values)
+        refs = f"[{first}–{len(sources)}]" if len(sources) > first else f"[{first}]"
+        cells = [f"{_require(row, 'name', at)} {refs}"]
+        for c in columns:
+            values = [v.get(c) for v in found if v.get(c) is not None]
+            cells.append(_mean_std(values, CALIBRATION_COLUMNS[c][1]) if values else NOT_RUN)
+        if found and len(found) < len(seeds):
+            cells[0] += f" ({len(found)} of {len(seeds)} seeds)"
+        body.append(cells)
+    lines = _table(["configuration"] + [CALIBRATION_COLUMNS[c][0] for c in columns], body)
+    return lines + ["", f"Mean ± sample standard deviation over seeds {seeds}."]
 
 
 def _fill(template: str, fraction: Any, seed: int) -> str:
@@ -232,7 +311,8 @@ def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> lis
     return lines
 
 
-TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table}
+TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table,
+               "seeded_calibration": seeded_calibration_table}
 
 
 def render(manifest: dict, manifest_path: str, command: str) -> str:

@@ -56,7 +56,9 @@ def hit_cells(pixels: np.ndarray, grid_size: tuple[int, int], stride: int) -> np
     """(h, w) bool mask of the stride-`stride` cells that contain at least one pixel.
 
     Args:
-        pixels: (N, 2) (u, v) inside the image; the cell of pixel u is floor((u + 0.5) / s).
+        pixels: (N, 2) (u, v) inside the image; the cell of pixel u is floor(u / s + 0.5),
+            the one whose centre s*j is nearest (`nclr_core.models.feature_grid`), clipped
+            to the map.
     """
     h, w = grid_size
     cells = np.floor(pixel_to_cell(np.asarray(pixels, dtype=np.float64), stride) + 0.5)

@@ -11,7 +11,8 @@ pose errors are computed by one piece of code, the same as training's validation
   network-resolution K) instead of the differentiable EPnP of training. *(decision)* The
   Calibrator is not used here: it fits raw frames, crops points in the frame it is given
   (the moved cloud) and bounds |t| like a vehicle mount, none of which suits this protocol.
-  The differentiable-EPnP pose errors are kept per frame as `epnp_*` diagnostics.
+  When the model's differentiable EPnP ran (`with_pose`), its pose errors are kept per frame
+  as `epnp_*` diagnostics.
 - **online calibration** (`online_frame`): the raw reader frame (cloud not moved) through
   the online pipeline from a prior (`nclr_core.engine.online_eval`) — exactly what the
   vehicle runs. A frame's output is its per-frame pose when the pipeline accepted it,
@@ -40,11 +41,15 @@ import torch
 from nclr_core.atomic_write import atomic_path
 from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.data.transforms import CenterCrop, ResizeToCover
-from nclr_core.engine.evaluation import PretextAccumulator
+from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors, ransac_poses
 from nclr_core.geometry.metrics import pose_errors, recall_curve
-from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
-from nclr_core.geometry.se3 import make_transform
-from nclr_core.inference import CalibrationResult, Calibrator, NetworkInput, SolverSettings
+from nclr_core.inference import (
+    CalibrationResult,
+    Calibrator,
+    NetworkFeatures,
+    NetworkInput,
+    SolverSettings,
+)
 from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
 
 REGIMES = ("registration", "online")
@@ -60,10 +65,11 @@ RECALL_STEPS = 101
 
 def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
                          settings: SolverSettings) -> tuple[dict, list[dict]]:
-    """Replace the differentiable-EPnP pose of a `CalibrationNet` output by RANSAC-PnP.
+    """Replace the pose of a `CalibrationNet` output by RANSAC-PnP (`ransac_poses`).
 
     Args:
-        outputs: model outputs on `batch` (`matches`, `T_pred` (B, 4, 4), ...).
+        outputs: model outputs on `batch` (`matches`; `T_pred` (B, 4, 4) when the model's
+            EPnP ran, `with_pose`).
         batch: the collated pair batch (`points` (N_total, 4), `K` (B, 3, 3) network
             resolution, `T_gt` (B, 4, 4)).
         settings: RANSAC threshold (network pixels here), iterations, confidence, seed and
@@ -71,34 +77,23 @@ def registration_outputs(outputs: Mapping[str, Any], batch: Mapping[str, Any],
     Returns:
         A copy of `outputs` with `T_pred` (B, 4, 4) float64, `pose_valid` (B,) and
         `reproj_error` (B,) from the robust solve, and per frame the extra record fields
-        `num_inliers` and the EPnP pose errors `epnp_rre_euler_deg`, `epnp_rte_m`.
+        `num_inliers` and, when the outputs had an EPnP pose, its errors
+        `epnp_rre_euler_deg`, `epnp_rte_m`.
     """
-    epnp = pose_errors(outputs["T_pred"].detach().double().cpu().numpy(),
-                       batch["T_gt"].double().cpu().numpy())
-    poses, valid, error, extras = [], [], [], []
-    for b, match in enumerate(outputs["matches"]):
-        result = solve_pnp_ransac(
-            batch["points"][match["point_index"], :3], match["pixels"].detach(), batch["K"][b],
-            reproj_threshold_px=settings.reprojection_threshold_px,
-            iterations=settings.ransac_iterations, confidence=settings.ransac_confidence,
-            seed=settings.seed)
-        count = int(result.inliers.sum())
-        ok = bool(result.valid) and count >= settings.min_inliers
-        poses.append(make_transform(result.R, result.t) if ok else np.eye(4))
-        valid.append(ok)
-        error.append(float(result.reproj_error) if ok else math.nan)
-        extras.append({"num_inliers": count,
-                       "epnp_rre_euler_deg": float(np.atleast_1d(epnp["rre_euler_deg"])[b]),
-                       "epnp_rte_m": float(np.atleast_1d(epnp["rte_m"])[b])})
-    robust = dict(outputs)
-    robust["T_pred"] = torch.from_numpy(np.stack(poses))
-    robust["pose_valid"] = torch.tensor(valid)
-    robust["reproj_error"] = torch.tensor(error, dtype=torch.float64)
+    robust, inliers = ransac_poses(outputs, batch, settings)
+    extras = [{"num_inliers": count} for count in inliers]
+    if "T_pred" in outputs:
+        epnp = pose_errors(outputs["T_pred"].detach().double().cpu().numpy(),
+                           batch["T_gt"].double().cpu().numpy())
+        for b, extra in enumerate(extras):
+            extra["epnp_rre_euler_deg"] = float(np.atleast_1d(epnp["rre_euler_deg"])[b])
+            extra["epnp_rte_m"] = float(np.atleast_1d(epnp["rte_m"])[b])
     return robust, extras
 
 
 def correspondence_similarities(outputs: Mapping[str, Any], batch: Mapping[str, Any],
-                                W: torch.Tensor, stride: int) -> tuple[np.ndarray, np.ndarray]:
+                                W: torch.Tensor, stride: int, convention: str = "stem"
+                                ) -> tuple[np.ndarray, np.ndarray]:
     """Similarity of corresponding point and pixel features, with and without W_f.
 
     Every point in the ground-truth overlap is paired with the stride-s feature cell that
@@ -109,7 +104,7 @@ def correspondence_similarities(outputs: Mapping[str, Any], batch: Mapping[str, 
         outputs: `point_feats` (N_total, C), `image_feats` (B, C, h, w) of `CalibrationNet`.
         batch: `offset` (B,), `point_overlap` (N_total,), `point_pixel` (N_total, 2).
         W: (C, C) W_f of the model's alignment (the identity for cosine similarity).
-        stride: pixels per feature cell of `image_feats`.
+        stride: pixels per feature cell of `image_feats`; convention: of its cell centres.
     Returns:
         (P,) with W_f and (P,) without, float64, P = points in the overlap.
     """
@@ -122,7 +117,7 @@ def correspondence_similarities(outputs: Mapping[str, Any], batch: Mapping[str, 
         if not bool(inside.any()):
             continue
         cells = torch.round(pixel_to_cell(batch["point_pixel"][start:end][inside].double(),
-                                          stride)).long()
+                                          stride, convention)).long()
         col, row = cells[:, 0].clamp(0, w - 1), cells[:, 1].clamp(0, h - 1)
         f_i = torch.nn.functional.normalize(image_feats[b, :, row, col].T.double(), dim=1)
         f_p = torch.nn.functional.normalize(
@@ -149,14 +144,15 @@ def _apply(A: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return uv @ A[:2, :2].T + A[:2, 2]
 
 
-def online_frame(calibrator: Calibrator, result: CalibrationResult, sample: Mapping[str, Any],
-                 T_out: np.ndarray, accepted: bool, overlap_radius_cells: int
-                 ) -> tuple[dict, dict]:
+def online_frame(calibrator: Calibrator, features: NetworkFeatures, result: CalibrationResult,
+                 sample: Mapping[str, Any], T_out: np.ndarray, accepted: bool,
+                 overlap_radius_cells: int) -> tuple[dict, dict]:
     """One raw frame's per-frame online result, expressed for `PretextAccumulator`.
 
     Args:
         calibrator: the Calibrator that produced `result` (its network input and model).
-        result: its `calibrate` output on `sample`.
+        features: its network forward on `sample` (`Calibrator.features`).
+        result: its global solve on `sample` from those features.
         sample: a reader sample (`image` uint8 (H, W, 3), `points` (N, 4), `K` (3, 3) of a
             rectified (distortion-free) image, `T_cam_lidar` (4, 4) ground truth).
         T_out: (4, 4) what the frame yields: its pose when accepted, else the prior.
@@ -165,7 +161,9 @@ def online_frame(calibrator: Calibrator, result: CalibrationResult, sample: Mapp
     Returns:
         `outputs`: `T_pred` (1, 4, 4) = T_out, `pose_valid` (1,), `reproj_error` (1,),
         `matches` (network pixels, indices into the used points), `point_scores` (N_used,),
-        `image_scores` (1, h, w) in {0, 1};
+        `image_scores` (1, h, w) in {0, 1}, `dense_errors` (a list of one (P, 2) array for
+        `PretextAccumulator.add_dense`: every ground-truth overlap point of the used points
+        matched by the model from the same forward, `evaluation.dense_match_errors`);
         `batch`: `T_gt` (1, 4, 4), `point_overlap` (N_used,), `point_pixel` (N_used, 2),
         `image_overlap` (1, h, w), all at the network resolution.
     """
@@ -180,12 +178,22 @@ def online_frame(calibrator: Calibrator, result: CalibrationResult, sample: Mapp
                                  (net.image_height, net.image_width), stride,
                                  overlap_radius_cells)
     h, w = truth.image_overlap.shape
-    centres = cell_centers(h, w, stride, dtype=torch.float64).numpy()
+    centres = cell_centers(h, w, stride, convention=features.cell_convention,
+                           dtype=torch.float64).numpy()
     at_input = np.rint(_apply(np.linalg.inv(A), centres)).astype(np.int64)
     cols = np.clip(at_input[:, 0], 0, width - 1)
     rows = np.clip(at_input[:, 1], 0, height - 1)
     image_scores = (result.image_overlap_mask[rows, cols] > 0).reshape(1, h, w)
     matches = result.matches
+    forward = {"point_feats": features.point_feats, "image_feats": features.image_feats[None],
+               "image_scores": torch.as_tensor(features.image_scores)[None]}
+    if features.fine_image_feats is not None:
+        forward["fine_image_feats"] = features.fine_image_feats[None]
+    dense_errors = dense_match_errors(
+        calibrator.model, forward,
+        {"offset": torch.tensor([len(used)]),
+         "point_overlap": torch.from_numpy(truth.point_overlap).to(features.point_feats.device),
+         "point_pixel": torch.from_numpy(truth.point_pixel).to(features.point_feats.device)})
     outputs = {
         "T_pred": torch.from_numpy(np.asarray(T_out, np.float64)[None]),
         "pose_valid": torch.tensor([accepted]),
@@ -194,6 +202,7 @@ def online_frame(calibrator: Calibrator, result: CalibrationResult, sample: Mapp
                      "pixels": torch.from_numpy(_apply(A, matches.pixels))}],
         "point_scores": torch.from_numpy(result.point_overlap[used]),
         "image_scores": torch.from_numpy(image_scores.astype(np.float32)),
+        "dense_errors": dense_errors,
     }
     batch = {"T_gt": torch.from_numpy(T_gt[None]),
              "point_overlap": torch.from_numpy(truth.point_overlap),
@@ -236,7 +245,6 @@ def summarize(accumulator: PretextAccumulator, regime: str) -> dict[str, Any]:
     the acceptance rate, the mean errors of the prior and of the raw estimates, and the
     prior's recall curves (the reference an estimate should beat)."""
     out: dict[str, Any] = accumulator.summary()
-    out.pop("score")  # training's model-selection score, not a metric
     records = accumulator.records
     if regime == "online":
         def mean(key: str) -> float:

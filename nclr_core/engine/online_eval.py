@@ -140,12 +140,13 @@ def run_calls(windows: Sequence[Window], load: Callable[[int], Sample],
             rng = np.random.default_rng([seed, w, call])
             prior = prior_at_distance(T_gt, prior_deg, prior_m, rng)
             pipeline = make_pipeline(prior)
-            outcomes = tuple(pipeline.process(_frame(s)) for s in samples)
+            outcomes = tuple(pipeline.process(sample_frame(s)) for s in samples)
             yield CallResult(window, call, T_gt, prior, outcomes, pipeline.estimates(),
                              pipeline.estimate())
 
 
-def _frame(sample: Sample) -> Frame:
+def sample_frame(sample: Sample) -> Frame:
+    """The pipeline's `Frame` of a reader sample (its `camera`, else a pinhole of `K`)."""
     image = sample["image"]
     camera = sample.get("camera") or CameraModel(np.asarray(sample["K"], np.float64),
                                                  image.shape[1], image.shape[0])

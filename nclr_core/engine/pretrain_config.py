@@ -51,6 +51,9 @@ class TrainConfig:
     # start from these weights (a pre-training or exported checkpoint of the same model, e.g.
     # the shipped one); optimizer and schedule start fresh. Not used on --resume.
     init_weights: str | None = None
+    # with init_weights: the loaded parameters learn at lr * pretrained_lr_scale, the modules
+    # the checkpoint lacks (the fine stage) at lr
+    pretrained_lr_scale: float = 1.0
     grad_clip_norm: float | None = 10.0
     amp: bool = False  # CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"

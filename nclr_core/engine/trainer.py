@@ -1,6 +1,13 @@
 """The pre-training loop (METHOD.md §6): AdamW, cosine schedule with linear warm-up, pose
 loss after a warm-up fraction, validation, `last`/`best` checkpoints, exact resume, DDP.
 
+Logged every `log_every` steps (train.log and TensorBoard `train/`): each loss term, the
+learning rate, the norm of each weighted loss term's gradient at the decoder features
+(`grad_norm_<term>`: what each term asks of the backbones, e.g. L_p beside L_f) and, with
+the pose loss on, `pose_loss_frames` (frames of the batch that passed the pose-loss gate).
+Validation (`nclr_core.engine.evaluation.evaluate_pretext`) selects `best.pt` on RANSAC
+registration success plus dense matching accuracy.
+
 Run layout: `<output_root>/<name>/<timestamp>/{config.yaml, train.log, tb/, checkpoints/,
 metrics.json}`.
 """
@@ -68,13 +75,26 @@ def build_model(cfg: PretrainConfig) -> CalibrationNet:
         raise ConfigError(f"model: {err}") from err
 
 
-def parameter_groups(model: CalibrationNet, weight_decay: float) -> list[dict]:
+def parameter_groups(model: CalibrationNet, weight_decay: float, lr: float,
+                     fresh_modules: tuple[str, ...] = (), pretrained_lr_scale: float = 1.0
+                     ) -> list[dict]:
     """AdamW groups: weight decay everywhere but the LTA (its D would be pulled towards 0,
-    shrinking every similarity, and Q is an orthogonal parametrisation)."""
+    shrinking every similarity, and Q is an orthogonal parametrisation); learning rate `lr`
+    for the modules named in `fresh_modules` (started fresh in a run from `init_weights`),
+    `lr * pretrained_lr_scale` for every other parameter. Empty groups are left out."""
+    if not pretrained_lr_scale > 0:
+        raise ValueError(f"train.pretrained_lr_scale must be positive, got {pretrained_lr_scale}")
     alignment = {id(p) for p in model.alignment.parameters()}
-    decayed = [p for p in model.parameters() if id(p) not in alignment]
-    return [{"params": decayed, "weight_decay": weight_decay},
-            {"params": list(model.alignment.parameters()), "weight_decay": 0.0}]
+    fresh = {id(p) for name in fresh_modules for p in getattr(model, name).parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in alignment | fresh],
+         "weight_decay": weight_decay, "lr": lr * pretrained_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) in fresh],
+         "weight_decay": weight_decay, "lr": lr},
+        {"params": list(model.alignment.parameters()), "weight_decay": 0.0,
+         "lr": lr * pretrained_lr_scale},
+    ]
+    return [group for group in groups if group["params"]]
 
 
 def _seed_everything(seed: int) -> None:
@@ -87,9 +107,40 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+FEATURE_KEYS = ("point_feats", "image_feats", "fine_image_feats")
+
+
 def _loss_scalars(outputs: dict) -> dict[str, float]:
-    return {k: float(v.detach()) for k, v in outputs.items()
-            if k.startswith("loss") and torch.is_tensor(v) and v.dim() == 0}
+    keys = [k for k in outputs if k.startswith("loss") or k == "pose_loss_frames"]
+    return {k: float(outputs[k].detach()) for k in keys
+            if torch.is_tensor(outputs[k]) and outputs[k].dim() == 0}
+
+
+def feature_gradient_norms(outputs: dict, loss_weights: dict[str, float]) -> dict[str, float]:
+    """`grad_norm_<term>`: L2 norm of the gradient of λ_term · L_term with respect to the
+    decoder features (`point_feats`, `image_feats`, `fine_image_feats` of the outputs), for
+    every loss term present. Keeps the graph for the backward pass that follows."""
+    feats = [outputs[k] for k in FEATURE_KEYS if k in outputs and outputs[k].requires_grad]
+    norms = {}
+    for term, weight in loss_weights.items():
+        loss = outputs.get(f"loss_{term}")
+        if loss is None or not loss.requires_grad:
+            continue
+        grads = torch.autograd.grad(weight * loss, feats, retain_graph=True,
+                                    allow_unused=True)
+        squares = sum(float(g.double().pow(2).sum()) for g in grads if g is not None)
+        norms[f"grad_norm_{term}"] = math.sqrt(squares)
+    return norms
+
+
+def _scalar_items(metrics: dict) -> Iterator[tuple[str, float]]:
+    """(name, value) of every number in `metrics`; a list [u, v] gives name_0, name_1."""
+    for key, value in metrics.items():
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield f"{key}_{i}", float(item)
+        elif isinstance(value, (int, float)):
+            yield key, float(value)
 
 
 def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
@@ -104,9 +155,10 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
         checkpoint = load_checkpoint(resume)
     _seed_everything(cfg.seed + dist.rank)
     model = build_model(cfg)
-    if checkpoint is None and cfg.train.init_weights:
+    fresh: tuple[str, ...] = ()
+    if cfg.train.init_weights:
         # before the run folder exists: weights that cannot be used leave nothing behind
-        _load_initial_weights(model, cfg.train.init_weights)
+        fresh = _load_initial_weights(model, cfg.train.init_weights, load=checkpoint is None)
     run_dir = Path(resume).resolve().parents[1] if resume else None
     if dist.is_main and run_dir is None:
         run_dir = create_run_dir(cfg.output_root, cfg.name)
@@ -114,15 +166,18 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
         save_config(cfg, run_dir / "config.yaml")
     setup_logging(run_dir / "train.log" if dist.is_main else None, dist.rank)
     if checkpoint is None and cfg.train.init_weights:
-        log.info("initial weights from %s", cfg.train.init_weights)
+        log.info("initial weights from %s%s", cfg.train.init_weights,
+                 f" ({', '.join(fresh)} not in it: freshly initialised)" if fresh else "")
     try:
-        return _train(cfg, dist, run_dir, checkpoint, model)
+        return _train(cfg, dist, run_dir, checkpoint, model, fresh)
     finally:
         barrier()
 
 
 def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
-           checkpoint: dict | None, model: CalibrationNet) -> Path | None:
+           checkpoint: dict | None, model: CalibrationNet, fresh: tuple[str, ...]
+           ) -> Path | None:
+    """The training loop of `pretrain`; `fresh`: modules not in `train.init_weights`."""
     device = dist.device
     train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
     val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
@@ -136,9 +191,11 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     stop_step = min(total_steps, cfg.train.max_steps or total_steps)
     pose_start = int(cfg.train.pose_loss_start_fraction * total_steps)
 
+    scale = cfg.train.pretrained_lr_scale if cfg.train.init_weights else 1.0
     model = model.to(device)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay),
-                                  lr=cfg.train.lr)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg.train.weight_decay, cfg.train.lr, fresh, scale),
+        lr=cfg.train.lr)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
@@ -177,6 +234,9 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
             batch = batch_to(batch, device)
             with torch.autocast(device.type, enabled=use_amp):
                 outputs = model(batch, pose_loss_enabled=step >= pose_start)
+            logging_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == stop_step
+            grad_norms = (feature_gradient_norms(outputs, _unwrap(model).loss_weights)
+                          if logging_now else {})
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(outputs["loss"]).backward()
             if cfg.train.grad_clip_norm:
@@ -187,8 +247,8 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
             scheduler.step()
             step += 1
             progress.update(1)
-            if step % cfg.train.log_every == 0 or step == stop_step:
-                scalars = all_reduce_mean(_loss_scalars(outputs), device)
+            if logging_now:
+                scalars = all_reduce_mean({**_loss_scalars(outputs), **grad_norms}, device)
                 if writer is not None:
                     for key, value in scalars.items():
                         writer.add_scalar(f"train/{key}", value, step)
@@ -202,7 +262,7 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
             if epoch_done and (step // batches_per_epoch) % cfg.train.val_every_epochs == 0:
                 metrics = evaluate_pretext(_unwrap(model), val_set, device,
                                            cfg.train.batch_size)
-                for key, value in metrics.items():
+                for key, value in _scalar_items(metrics):
                     writer.add_scalar(f"val/{key}", value, step)
                 log.info("validation at step %d: %s", step, json.dumps(metrics))
                 if metrics["score"] > best:
@@ -221,15 +281,34 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     return run_dir
 
 
-def _load_initial_weights(model: torch.nn.Module, path: str) -> None:
-    """Copy the `model` weights of checkpoint `path` into `model` (float16 ones are cast)."""
+def _load_initial_weights(model: CalibrationNet, path: str, load: bool = True
+                          ) -> tuple[str, ...]:
+    """Copy the `model` weights of checkpoint `path` into `model` (float16 ones are cast);
+    return the names of the modules that start fresh. With `load=False` (a resumed run,
+    whose own checkpoint holds the weights) only find those names.
+
+    A module of `CalibrationNet.optional_modules` (the fine stage) that the checkpoint has
+    no weights for at all starts fresh; a model with cosine similarity (W_f = I, no
+    parameters) leaves the checkpoint's LTA weights out; any other difference is an error.
+    """
     payload = load_checkpoint(path)
     if "model" not in payload:
         raise CheckpointError(f"{path}: checkpoint has no 'model' weights")
+    state = payload["model"]
+    if model.alignment.mode == "cosine":
+        state = {k: v for k, v in state.items() if not k.startswith("alignment.")}
+    fresh = [name for name in model.optional_modules
+             if getattr(model, name) is not None
+             and not any(key.startswith(f"{name}.") for key in state)]
+    if not load:
+        return tuple(fresh)
+    own = model.state_dict()
+    state = {**state, **{k: v for k, v in own.items() if k.split(".")[0] in fresh}}
     try:
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the configured model: {err}") from err
+    return tuple(fresh)
 
 
 def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,

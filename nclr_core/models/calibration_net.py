@@ -8,10 +8,18 @@ Pipeline of `CalibrationNet.forward` on a batch of B frames (layout of
 3. decoders: F^I (B, C, h, w) at stride 4 and F^P (N_total, C) per point;
 4. overlap heads: S^P per point, S^I per feature cell;
 5. per frame, soft (or hard) matching of the points of the predicted overlap to the cells of
-   the predicted image overlap, with the LTA similarity;
-6. weighted differentiable EPnP on the matches: the pose T_cam_lidar of the (augmented) cloud;
-7. losses, when the batch carries the ground truth: L_f (InfoNCE), L_o (overlap BCE) and,
-   when asked, L_p (pose), weighted into `loss`.
+   the predicted image overlap, with the LTA similarity; with `fine_matching`, each coarse
+   match refined to sub-pixel at stride 2 (`nclr_core.models.fine_matching`);
+6. only when a pose is asked for (`with_pose`, or the pose loss): weighted differentiable
+   EPnP on the matches, the pose T_cam_lidar of the (augmented) cloud. For the pose loss the
+   EPnP's support is the points of the ground-truth overlap (METHOD.md §9), weighted by the
+   network; otherwise the matches of the predicted overlap;
+7. losses, when the batch carries the ground truth: L_f (InfoNCE), L_o (overlap BCE), with
+   the fine stage L_fine, and when asked L_p (pose), weighted into `loss`.
+
+Inference outside `forward` (e.g. matching inside windows): `extract_features`, then
+`match_points` for coarse (+ fine) matches of any points, or `refine_matches` for coarse
+pixels found elsewhere.
 """
 from __future__ import annotations
 
@@ -27,11 +35,13 @@ from nclr_core.losses import (
     mean_or_zero,
     overlap_loss,
     pose_loss,
+    pose_loss_frames,
     sample_indices,
     weighted_total,
 )
 from nclr_core.models.alignment import TransformationAlignment
-from nclr_core.models.feature_grid import cell_centers
+from nclr_core.models.feature_grid import CELL_CONVENTIONS, cell_centers
+from nclr_core.models.fine_matching import FineMatcher
 from nclr_core.models.fusion import CrossModalFusion
 from nclr_core.models.heads import OverlapHead
 from nclr_core.models.image_encoder import ImageEncoder
@@ -86,7 +96,20 @@ class CalibrationNet(nn.Module):
         pose_loss_gate: (degrees, metres): L_p counts only frames whose EPnP pose is that
             close to the truth (`nclr_core.losses.pose_loss`); None: every valid frame.
         refine_steps: unrolled Gauss-Newton steps of the EPnP.
+        fine_matching: add the fine stage (sub-pixel refinement of every match, L_fine).
+        fine_channels, fine_window_radius, fine_temperature, fine_sigma_px,
+            fine_train_jitter_px: the fine stage's C_f, window radius r (stride-2 cells),
+            τ_f, Gaussian-target σ (px) and training window jitter (px); see `FineMatcher`.
+        fine_loss_weight: λ_fine of L_fine.
+        fpn_upsampling: "aligned" (the cell convention) | "legacy" (the FPN of models trained
+            before it, for fine-tuning them; see `ImageEncoder`).
+        cell_convention: "stem" (cell j at pixel s*j) | "legacy" (s*j + (s - 1)/2, what
+            models trained before issue 12 learned; with `fpn_upsampling="legacy"` such a
+            model runs as it was trained). The fine stage always uses "stem".
     """
+
+    # modules a checkpoint of an earlier architecture may lack (they then start fresh)
+    optional_modules = ("fine_matcher",)
 
     def __init__(
         self,
@@ -123,6 +146,15 @@ class CalibrationNet(nn.Module):
         pose_huber_delta: float = 1.0,
         pose_loss_gate: Sequence[float] | None = (20.0, 2.0),
         refine_steps: int = 5,
+        fine_matching: bool = False,
+        fine_channels: int = 32,
+        fine_window_radius: int = 5,
+        fine_temperature: float = 0.1,
+        fine_sigma_px: float = 1.0,
+        fine_train_jitter_px: float = 6.0,
+        fine_loss_weight: float = 1.0,
+        fpn_upsampling: str = "aligned",
+        cell_convention: str = "stem",
     ) -> None:
         super().__init__()
         if len(loss_weights) != 3:
@@ -133,8 +165,12 @@ class CalibrationNet(nn.Module):
             raise ValueError("max_match_points, min_match_points, min_match_cells must be >= 1")
         if info_nce_points < 1 or info_nce_cells < 1:
             raise ValueError("info_nce_points and info_nce_cells must be >= 1")
+        if cell_convention not in CELL_CONVENTIONS:
+            raise ValueError(f"cell_convention must be one of {CELL_CONVENTIONS}, got "
+                             f"{cell_convention!r}")
+        self.cell_convention = cell_convention
         self.image_encoder = ImageEncoder(image_depth, channels, fpn_channels,
-                                          image_base_channels)
+                                          image_base_channels, fpn_upsampling)
         self.point_encoder = PointEncoder(
             point_variant,
             in_channels=4,
@@ -150,6 +186,7 @@ class CalibrationNet(nn.Module):
             num_heads=fusion_heads,
             num_layers=fusion_layers,
             num_keypoints=fusion_keypoints,
+            cell_convention=cell_convention,
         )
         self.use_overlap = bool(use_overlap)
         if self.use_overlap:
@@ -176,26 +213,37 @@ class CalibrationNet(nn.Module):
             raise ValueError(f"pose_loss_gate must be (degrees, metres) > 0, got {pose_loss_gate}")
         self.pose_loss_gate = None if pose_loss_gate is None else tuple(map(float, pose_loss_gate))
         self.refine_steps = int(refine_steps)
+        self.fine_matcher = None
+        if fine_matching:
+            self.fine_matcher = FineMatcher(
+                channels, self.image_encoder.stem_channels, fine_channels, fine_window_radius,
+                fine_temperature, fine_sigma_px, fine_train_jitter_px)
+            self.loss_weights["fine"] = float(fine_loss_weight)
 
     # -- features -------------------------------------------------------------------------
-    def extract(
+    def extract_features(
         self, image: torch.Tensor, points: torch.Tensor, offset: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused decoder features.
+    ) -> dict[str, torch.Tensor]:
+        """Fused decoder features (and the fine map with the fine stage).
 
         Args:
             image: (B, 3, H, W) normalised images.
             points: (N_total, 4) x y z intensity, LiDAR frame; offset (B,) cumulative ends.
         Returns:
-            F_P (N_total, C) and F_I (B, C, h, w), h = ceil(H / 4), w = ceil(W / 4).
+            `point_feats` F_P (N_total, C), `image_feats` F_I (B, C, h, w), h = ceil(H / 4),
+            w = ceil(W / 4); with the fine stage `fine_image_feats` (B, C_f, ceil(H / 2),
+            ceil(W / 2)).
         """
-        stages = self.image_encoder.encode(image)
+        stem, stages = self.image_encoder.encode_with_stem(image)
         state = self.point_encoder.encode(points, offset)
         voxel_feats, voxel_xyz, voxel_batch = self.point_encoder.bottleneck(state)
         fused_voxels, fused_map = self.fusion(voxel_feats, voxel_xyz, voxel_batch, stages[-1])
         image_feats = self.image_encoder.decode([*stages[:-1], fused_map])
-        point_feats = self.point_encoder.decode(state, fused_voxels)
-        return point_feats, image_feats
+        out = {"point_feats": self.point_encoder.decode(state, fused_voxels),
+               "image_feats": image_feats}
+        if self.fine_matcher is not None:
+            out["fine_image_feats"] = self.fine_matcher.image_features(stem, image_feats)
+        return out
 
     # -- matching -------------------------------------------------------------------------
     def _match_candidates(
@@ -221,24 +269,83 @@ class CalibrationNet(nn.Module):
         else:
             idx = _top_k(point_scores.masked_fill(~above, float("-inf")),
                          min(self.max_match_points, count))
+        return idx, self.allowed_cells(image_scores)
+
+    def allowed_cells(self, image_scores: torch.Tensor) -> torch.Tensor:
+        """(M,) bool cells a point may match: the predicted image overlap S^I > θ_i, or the
+        `min_match_cells` highest scores when no cell passes. image_scores: (M,)."""
         cells = image_scores > self.image_threshold
         if not bool(cells.any()):
             cells = torch.zeros_like(cells)
             cells[_top_k(image_scores, self.min_match_cells)] = True
-        return idx, cells
+        return cells
 
-    def _match_and_solve(
+    def match_points(
         self,
-        points: torch.Tensor,
-        slices: list[slice],
         point_feats: torch.Tensor,
+        image_feats: torch.Tensor,
+        image_scores: torch.Tensor | None = None,
+        fine_image_feats: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Match P points of one frame to its image: coarse, then fine when given the fine map.
+
+        Args:
+            point_feats: (P, C) F^P rows of the points.
+            image_feats: (C, h, w) F^I of the frame.
+            image_scores: (h, w) S^I (cells allowed by `allowed_cells`), or None: every cell.
+            fine_image_feats: (C_f, h2, w2) fine map of the frame (`extract_features`), or
+                None: coarse pixels only.
+        Returns:
+            pixels (P, 2) network-image (u, v); confidence (P,) max_j w_ij of the coarse match.
+        """
+        c, h, w = image_feats.shape
+        cells_uv = cell_centers(h, w, self.stride, convention=self.cell_convention,
+                                device=image_feats.device)
+        if image_scores is None:
+            mask = torch.ones(h * w, dtype=torch.bool, device=image_feats.device)
+        else:
+            mask = self.allowed_cells(image_scores.reshape(-1))
+        sim = self.alignment.similarity(point_feats, image_feats.reshape(c, -1).transpose(0, 1))
+        pixels, confidence = self.matcher(sim, cells_uv, mask)
+        if fine_image_feats is not None:
+            pixels = self.refine_matches(point_feats, fine_image_feats, pixels)[0]
+        return pixels, confidence
+
+    def refine_matches(
+        self, point_feats: torch.Tensor, fine_image_feats: torch.Tensor,
+        coarse_pixels: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fine stage on coarse matches of one frame (`FineMatcher.refine`).
+
+        Args:
+            point_feats: (P, C) F^P rows of the matched points.
+            fine_image_feats: (C_f, h2, w2) the frame's `fine_image_feats`.
+            coarse_pixels: (P, 2) network-image pixels (u, v) of their coarse matches,
+                from any source (a window search around a prior, say).
+        Returns:
+            refined pixels (P, 2), network image; spread (P,) px of the window distribution.
+        Raises:
+            ValueError: the model has no fine stage.
+        """
+        if self.fine_matcher is None:
+            raise ValueError("this model has no fine matching stage (model.fine_matching)")
+        return self.fine_matcher.refine(self.fine_matcher.point_features(point_feats),
+                                        fine_image_feats, coarse_pixels)
+
+    def _frame_matches(
+        self,
+        slices: list[slice],
+        feats: Mapping[str, torch.Tensor],
         image_flat: torch.Tensor,
         point_scores: torch.Tensor | None,
         image_scores: torch.Tensor | None,
         cells_uv: torch.Tensor,
-        K: torch.Tensor,  # noqa: N803
-    ) -> tuple[list[dict[str, torch.Tensor]], Any]:
-        """Per-frame matches and the batched weighted EPnP on them."""
+        support: list[torch.Tensor] | None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Per-frame matches: of the predicted-overlap candidates, or of `support` (indices
+        into each frame's points) when given. image_scores: (B, h*w) or None."""
+        point_feats = feats["point_feats"]
+        fine = feats.get("fine_image_feats")
         matches = []
         for b, sl in enumerate(slices):
             n = sl.stop - sl.start
@@ -246,56 +353,91 @@ class CalibrationNet(nn.Module):
                 raise ValueError(f"frame {b} has no points")
             fs = None if point_scores is None else point_scores[sl]
             cs = None if image_scores is None else image_scores[b]
-            idx, cell_mask = self._match_candidates(
-                fs, cs, n, image_flat.shape[1], point_feats.device
-            )
+            if support is None:
+                idx, cell_mask = self._match_candidates(
+                    fs, cs, n, image_flat.shape[1], point_feats.device)
+            else:
+                idx = support[b]
+                cell_mask = (torch.ones(image_flat.shape[1], dtype=torch.bool,
+                                        device=point_feats.device)
+                             if cs is None else self.allowed_cells(cs))
             sim = self.alignment.similarity(point_feats[sl][idx], image_flat[b])
             pixels, confidence = self.matcher(sim, cells_uv, cell_mask)
             weights = confidence if fs is None else fs[idx] * confidence
-            matches.append({"point_index": idx + sl.start, "pixels": pixels, "weights": weights})
-        k = max(mt["point_index"].numel() for mt in matches)
+            match = {"point_index": idx + sl.start, "pixels": pixels, "weights": weights}
+            if fine is not None:
+                match["coarse_pixels"] = pixels
+                match["pixels"], match["fine_spread"] = self.refine_matches(
+                    point_feats[sl][idx], fine[b], pixels)
+            matches.append(match)
+        return matches
+
+    def _solve(self, points: torch.Tensor, matches: list[dict[str, torch.Tensor]],
+               K: torch.Tensor) -> Any:  # noqa: N803
+        """Batched weighted EPnP on the frames' matches (frames without one: not valid)."""
+        k = max(1, max(mt["point_index"].numel() for mt in matches))
         x3d, x2d, w = [], [], []
         for mt in matches:
-            pad = k - mt["point_index"].numel()
+            count = mt["point_index"].numel()
             xyz = points[mt["point_index"], :3].float()
+            pixels, weights = mt["pixels"], mt["weights"]
+            if count == 0:  # one dummy row of weight 0: an invalid pose, never NaN
+                xyz, pixels = points.new_zeros(1, 3).float(), pixels.new_zeros(1, 2)
+                weights = weights.new_zeros(1)
+            pad = k - xyz.shape[0]
             # padding rows repeat a real point with weight 0: no influence on the EPnP
             x3d.append(torch.cat((xyz, xyz[:1].expand(pad, 3))))
-            x2d.append(torch.cat((mt["pixels"], mt["pixels"][:1].expand(pad, 2))))
-            w.append(torch.cat((mt["weights"], mt["weights"].new_zeros(pad))))
-        result = solve_epnp(
+            x2d.append(torch.cat((pixels, pixels[:1].expand(pad, 2))))
+            w.append(torch.cat((weights, weights.new_zeros(pad))))
+        return solve_epnp(
             torch.stack(x3d), torch.stack(x2d), K.float(), torch.stack(w), self.refine_steps
         )
-        return matches, result
+
+    def _pose_support(self, batch: Mapping[str, Any], slices: list[slice]) -> list[torch.Tensor]:
+        """Training's EPnP support (METHOD.md §9): per frame, at most K_pts random points of
+        the ground-truth overlap, as indices into the frame's points."""
+        overlap = batch["point_overlap"].to(torch.bool)
+        return [sample_indices(overlap[sl], self.max_match_points) for sl in slices]
 
     # -- losses ---------------------------------------------------------------------------
-    def _feature_loss(
+    def _feature_losses(
         self,
         batch: Mapping[str, Any],
         slices: list[slice],
-        point_feats: torch.Tensor,
+        feats: Mapping[str, torch.Tensor],
         image_flat: torch.Tensor,
         cells_uv: torch.Tensor,
-    ) -> torch.Tensor:
-        """L_f = L_f^P + L_f^I, each averaged over all anchors of the batch."""
+    ) -> dict[str, torch.Tensor]:
+        """L_f = L_f^P + L_f^I, each averaged over all anchors of the batch; with the fine
+        stage also L_fine, averaged over the same sampled overlap points."""
+        point_feats = feats["point_feats"]
+        fine = feats.get("fine_image_feats")
         point_overlap = batch["point_overlap"].to(torch.bool)
         point_pixel = batch["point_pixel"]
         image_overlap = batch["image_overlap"].to(torch.bool)
-        per_point, per_cell = [], []
+        per_point, per_cell, per_fine = [], [], []
         for b, sl in enumerate(slices):
             idx = sample_indices(point_overlap[sl], self.info_nce_points) + sl.start
             if idx.numel() == 0:
                 continue
             sim = self.alignment.similarity(point_feats[idx], image_flat[b])
+            truth = point_pixel[idx].float()
             loss_p, loss_i = frame_info_nce(
-                sim, point_pixel[idx].float(), cells_uv, image_overlap[b].reshape(-1),
+                sim, truth, cells_uv, image_overlap[b].reshape(-1),
                 self.stride, self.r_p, self.r_n, self.info_nce_cells, self.max_negatives,
             )
             per_point.append(loss_p)
             per_cell.append(loss_i)
+            if fine is not None:
+                per_fine.append(self.fine_matcher.loss(
+                    self.fine_matcher.point_features(point_feats[idx]), fine[b], truth))
         empty = point_feats.new_zeros(0)
         lp = mean_or_zero(torch.cat(per_point) if per_point else empty, point_feats)
         li = mean_or_zero(torch.cat(per_cell) if per_cell else empty, image_flat)
-        return lp + li
+        terms = {"feature": lp + li}
+        if fine is not None:
+            terms["fine"] = mean_or_zero(torch.cat(per_fine) if per_fine else empty, fine)
+        return terms
 
     def _check_batch(self, batch: Mapping[str, Any], h: int, w: int) -> None:
         b = batch["image"].shape[0]
@@ -318,45 +460,55 @@ class CalibrationNet(nn.Module):
                 )
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, batch: Mapping[str, Any], pose_loss_enabled: bool = False) -> dict:
+    def forward(self, batch: Mapping[str, Any], pose_loss_enabled: bool = False,
+                with_pose: bool = False) -> dict:
         """Run the model on a collated batch.
 
         Args:
             batch: `image` (B, 3, H, W), `K` (B, 3, 3), `points` (N_total, 4), `offset` (B,);
                 for the losses also `point_overlap` (N_total,), `point_pixel` (N_total, 2),
                 `image_overlap` (B, h, w) and `T_gt` (B, 4, 4).
-            pose_loss_enabled: add L_p (if the model has `use_pose_loss`); the EPnP then keeps
-                its graph.
+            pose_loss_enabled: add L_p (if the model has `use_pose_loss` and the batch its
+                ground truth): the EPnP runs, with its graph, on matches of ground-truth
+                overlap points (METHOD.md §9).
+            with_pose: run the (differentiable, RANSAC-free) EPnP on the predicted matches
+                and return its pose; without it and without L_p no EPnP runs.
         Returns:
-            dict with `point_feats` (N_total, C), `image_feats` (B, C, h, w); with overlap
-            detection `point_logits`/`point_scores` (N_total,), `image_logits`/`image_scores`
-            (B, h, w); `matches` (list of B dicts: `point_index` (K_b,) into the batch points,
-            `pixels` (K_b, 2), `weights` (K_b,)); pose `R` (B, 3, 3), `t` (B, 3), `T_pred`
-            (B, 4, 4) T_cam_lidar of the input cloud, `pose_valid` (B,), `reproj_error` (B,)
-            px; when the ground truth is present `loss`, `loss_feature`, `loss_overlap`
-            (with overlap detection) and `loss_pose` (when enabled).
+            dict with `point_feats` (N_total, C), `image_feats` (B, C, h, w) (and with the
+            fine stage `fine_image_feats` (B, C_f, 2h, 2w)); with overlap detection
+            `point_logits`/`point_scores` (N_total,), `image_logits`/`image_scores`
+            (B, h, w); `matches` (list of B dicts: `point_index` (K_b,) into the batch
+            points, `pixels` (K_b, 2) (fine-refined with the fine stage, which adds
+            `coarse_pixels` (K_b, 2) and `fine_spread` (K_b,) px), `weights` (K_b,)); when
+            an EPnP ran: `R` (B, 3, 3), `t` (B, 3), `T_pred` (B, 4, 4) T_cam_lidar of the
+            input cloud, `pose_valid` (B,), `reproj_error` (B,) px; when the ground truth is
+            present `loss`, `loss_feature`, `loss_overlap` (with overlap detection),
+            `loss_fine` (fine stage), and with L_p `loss_pose` and `pose_loss_frames` (frames
+            that passed the gate).
         """
-        point_feats, image_feats = self.extract(batch["image"], batch["points"], batch["offset"])
+        feats = self.extract_features(batch["image"], batch["points"], batch["offset"])
         # heads, similarities, EPnP and losses in float32 even under mixed precision
-        with torch.autocast(image_feats.device.type, enabled=False):
-            return self._predict(batch, point_feats.float(), image_feats.float(),
-                                 pose_loss_enabled)
+        with torch.autocast(feats["image_feats"].device.type, enabled=False):
+            return self._predict(batch, {k: v.float() for k, v in feats.items()},
+                                 pose_loss_enabled, with_pose)
 
     def _predict(
         self,
         batch: Mapping[str, Any],
-        point_feats: torch.Tensor,
-        image_feats: torch.Tensor,
+        feats: dict[str, torch.Tensor],
         pose_loss_enabled: bool,
+        with_pose: bool,
     ) -> dict:
         """Everything after the decoders (see `forward`)."""
         points, offset = batch["points"], batch["offset"]
+        point_feats, image_feats = feats["point_feats"], feats["image_feats"]
         bsz, _, h, w = image_feats.shape
         self._check_batch(batch, h, w)
         slices = _offsets_to_slices(offset, points.shape[0])
         image_flat = image_feats.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        cells_uv = cell_centers(h, w, self.stride, device=image_feats.device)
-        out: dict[str, Any] = {"point_feats": point_feats, "image_feats": image_feats}
+        cells_uv = cell_centers(h, w, self.stride, convention=self.cell_convention,
+                                device=image_feats.device)
+        out: dict[str, Any] = dict(feats)
 
         point_scores = image_scores = None
         if self.use_overlap:
@@ -364,24 +516,24 @@ class CalibrationNet(nn.Module):
             out["image_logits"] = self.image_overlap_head(image_feats.permute(0, 2, 3, 1))
             out["point_scores"] = point_scores = torch.sigmoid(out["point_logits"])
             out["image_scores"] = image_scores = torch.sigmoid(out["image_logits"])
+        flat_scores = None if image_scores is None else image_scores.flatten(1)
 
-        with_pose_loss = self.use_pose_loss and pose_loss_enabled and "T_gt" in batch
+        with_pose_loss = (self.use_pose_loss and pose_loss_enabled and "T_gt" in batch
+                          and "point_overlap" in batch)
         with torch.set_grad_enabled(torch.is_grad_enabled() and with_pose_loss):
-            matches, pose = self._match_and_solve(
-                points, slices, point_feats, image_flat,
-                point_scores, None if image_scores is None else image_scores.flatten(1),
-                cells_uv, batch["K"],
-            )
-        out["matches"] = matches
-        out["R"], out["t"] = pose.R, pose.t
-        bottom = pose.R.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(bsz, 1, 4)
-        out["T_pred"] = torch.cat((torch.cat((pose.R, pose.t.unsqueeze(-1)), dim=2), bottom), 1)
-        out["pose_valid"], out["reproj_error"] = pose.valid, pose.reproj_error
+            out["matches"] = self._frame_matches(
+                slices, feats, image_flat, point_scores, flat_scores, cells_uv,
+                self._pose_support(batch, slices) if with_pose_loss else None)
+            if with_pose_loss or with_pose:
+                pose = self._solve(points, out["matches"], batch["K"])
+                out["R"], out["t"] = pose.R, pose.t
+                bottom = pose.R.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(bsz, 1, 4)
+                out["T_pred"] = torch.cat(
+                    (torch.cat((pose.R, pose.t.unsqueeze(-1)), dim=2), bottom), 1)
+                out["pose_valid"], out["reproj_error"] = pose.valid, pose.reproj_error
 
         if all(key in batch for key in GT_KEYS):
-            terms = {
-                "feature": self._feature_loss(batch, slices, point_feats, image_flat, cells_uv)
-            }
+            terms = self._feature_losses(batch, slices, feats, image_flat, cells_uv)
             if self.use_overlap:
                 terms["overlap"] = overlap_loss(
                     out["point_logits"], batch["point_overlap"].to(torch.bool),
@@ -392,6 +544,9 @@ class CalibrationNet(nn.Module):
                     pose.R, pose.t, batch["T_gt"], pose.valid, self.pose_huber_delta,
                     self.pose_loss_gate,
                 )
+                out["pose_loss_frames"] = pose_loss_frames(
+                    pose.R.detach(), pose.t.detach(), batch["T_gt"], pose.valid,
+                    self.pose_loss_gate).sum()
             for key, value in terms.items():
                 out[f"loss_{key}"] = value
             out["loss"] = weighted_total(terms, self.loss_weights)

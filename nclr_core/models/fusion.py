@@ -235,6 +235,7 @@ class CrossModalFusion(nn.Module):
         dropout: dropout inside attention and FFN.
         sampling: "fps" or "random" keypoint sampling.
         image_stride: stride of the image map (for the tokens' pixel centres).
+        cell_convention: where those centres are (`nclr_core.models.feature_grid`).
         point_wavelengths: (min, max) wavelengths in metres of the 3-D encoding.
         pixel_wavelengths: (min, max) wavelengths in pixels of the 2-D encoding.
         interpolation_k: neighbours of the inverse-distance propagation.
@@ -252,6 +253,7 @@ class CrossModalFusion(nn.Module):
         dropout: float = 0.0,
         sampling: str = "fps",
         image_stride: int = 32,
+        cell_convention: str = "stem",
         point_wavelengths: tuple[float, float] = (1.0, 256.0),
         pixel_wavelengths: tuple[float, float] = (16.0, 2048.0),
         interpolation_k: int = 3,
@@ -268,6 +270,7 @@ class CrossModalFusion(nn.Module):
         self.num_keypoints = num_keypoints
         self.sampling = sampling
         self.image_stride = image_stride
+        self.cell_convention = cell_convention
         self.interpolation_k = interpolation_k
         self.point_in = nn.Linear(point_channels, d_model)
         self.image_in = nn.Linear(image_channels, d_model)
@@ -331,7 +334,8 @@ class CrossModalFusion(nn.Module):
         point_tok = self.point_in(point_feats[key_index]).masked_fill(pad.unsqueeze(-1), 0.0)
         point_pos = self.point_pos(key_xyz).masked_fill(pad.unsqueeze(-1), 0.0)
         image_tok = self.image_in(image_map.flatten(2).transpose(1, 2))
-        pixels = cell_centers(h, w, self.image_stride, device=image_map.device)
+        pixels = cell_centers(h, w, self.image_stride, convention=self.cell_convention,
+                              device=image_map.device)
         image_pos = self.image_pos(pixels).unsqueeze(0).expand(batch_size, -1, -1)
 
         for layer in self.layers:

@@ -1,7 +1,12 @@
 """Image branch: ResNet encoder + FPN top-down decoder giving F^I at stride 4 (METHOD.md §2).
 
 `encode` and `decode` are separate so that the cross-modal fusion can replace the deepest
-(stride-32) map between them.
+(stride-32) map between them. Every map keeps the cell convention of
+`nclr_core.models.feature_grid` (cell j of a stride-s map centred on pixel s*j), the
+top-down path included (`upsampling="aligned"`). `upsampling="legacy"` is the top-down path
+of models trained before that convention (`F.interpolate(align_corners=False)`, which moves
+each upsampled level by stride/4 pixels): their weights learned to compensate for it, so
+they keep it when fine-tuned.
 """
 from __future__ import annotations
 
@@ -11,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nclr_core.models.feature_grid import upsample_to_stride
 from nclr_core.models.resnet import ResNet
 
 STAGE_STRIDES = (4, 8, 16, 32)
+UPSAMPLING_MODES = ("aligned", "legacy")
 
 
 class ImageEncoder(nn.Module):
     """ResNet-18/34/50 + FPN; output `out_channels` features at stride 4.
 
     Attributes:
+        stem_channels: channels of the stride-2 stem map (`encode_with_stem`).
         bottleneck_channels: channels of the deepest (stride-32) stage map.
         stage_channels: channels of the four stage maps.
         output_stride: stride of `decode`'s output (4).
@@ -29,14 +37,18 @@ class ImageEncoder(nn.Module):
     bottleneck_stride = STAGE_STRIDES[-1]
 
     def __init__(self, depth: int = 18, out_channels: int = 64, fpn_channels: int = 128,
-                 base_channels: int = 64) -> None:
+                 base_channels: int = 64, upsampling: str = "aligned") -> None:
         super().__init__()
         if out_channels < 1 or fpn_channels < 1:
             raise ValueError(
                 f"channels must be positive, got out={out_channels} fpn={fpn_channels}"
             )
+        if upsampling not in UPSAMPLING_MODES:
+            raise ValueError(f"upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
+        self.upsampling = upsampling
         self.backbone = ResNet(depth, base_channels)
         self.stage_channels = self.backbone.stage_channels
+        self.stem_channels = self.backbone.stem_channels
         self.bottleneck_channels = self.stage_channels[-1]
         self.out_channels = out_channels
         self.lateral = nn.ModuleList(
@@ -57,12 +69,19 @@ class ImageEncoder(nn.Module):
         Returns:
             4 maps (B, C_s, ceil(H/s), ceil(W/s)) for strides s = 4, 8, 16, 32.
         """
+        return self.encode_with_stem(images)[1]
+
+    def encode_with_stem(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stride-2 stem map (B, base_channels, ceil(H/2), ceil(W/2)) and the 4 stage
+        maps of `encode`."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        return self.backbone(images)
+        stem = self.backbone.stem(images)
+        return stem, self.backbone.stages(stem)
 
     def decode(self, stages: list[torch.Tensor]) -> torch.Tensor:
-        """FPN top-down path: deepest map upsampled and summed with each lateral projection.
+        """FPN top-down path: deepest map upsampled (`upsample_to_stride`) and summed with
+        each lateral projection.
 
         Args:
             stages: the 4 maps of `encode` (the last one may be the fused bottleneck map,
@@ -79,7 +98,11 @@ class ImageEncoder(nn.Module):
                 )
         top = self.lateral[-1](stages[-1])
         for stage, lateral in zip(stages[-2::-1], list(self.lateral)[-2::-1], strict=True):
-            up = F.interpolate(top, size=stage.shape[-2:], mode="bilinear", align_corners=False)
+            if self.upsampling == "aligned":
+                up = upsample_to_stride(top, stage.shape[-2:])
+            else:
+                up = F.interpolate(top, size=stage.shape[-2:], mode="bilinear",
+                                   align_corners=False)
             top = lateral(stage) + up
         return self.head(top)
 

@@ -87,6 +87,7 @@ class ResNet(nn.Module):
     load; smaller values make the narrow variants that CPU configs use).
 
     Attributes:
+        stem_channels: channels of the stride-2 stem map (`base_channels`).
         stage_channels: channels of the four stage outputs, e.g. (64, 128, 256, 512) for
             ResNet-18/34 and (256, 512, 1024, 2048) for ResNet-50 at base 64.
     """
@@ -114,6 +115,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.stage_channels = tuple(p * block.expansion for p in stage_planes)
+        self.stem_channels = base_channels
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -124,6 +126,26 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def stem(self, images: torch.Tensor) -> torch.Tensor:
+        """The stride-2 stem map (7x7/2 convolution, BN, ReLU; before the max-pool).
+
+        Args:
+            images: (B, 3, H, W) float.
+        Returns:
+            (B, base_channels, ceil(H/2), ceil(W/2)); cell j is centred on pixel 2j.
+        """
+        return self.relu(self.bn1(self.conv1(images)))
+
+    def stages(self, stem: torch.Tensor) -> list[torch.Tensor]:
+        """The four stage maps from the stem map: (B, C_s, ceil(H/s), ceil(W/s)) for
+        s = 4, 8, 16, 32; cell j of every stage is centred on pixel s*j."""
+        x = self.maxpool(stem)
+        outs = []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            outs.append(x)
+        return outs
+
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Stage maps of a batch of images.
 
@@ -132,12 +154,7 @@ class ResNet(nn.Module):
         Returns:
             4 maps (B, C_s, ceil(H/s), ceil(W/s)) for s = 4, 8, 16, 32.
         """
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        outs = []
-        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = stage(x)
-            outs.append(x)
-        return outs
+        return self.stages(self.stem(images))
 
     def load_torchvision_state_dict(self, path: str | Path) -> None:
         """Load a torchvision-format ResNet state dict from a local file (`fc.*` ignored).

@@ -30,7 +30,7 @@ import torch
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.se3 import transform_points
 from nclr_core.inference import NetworkFeatures
-from nclr_core.models.feature_grid import pixel_to_cell
+from nclr_core.models.feature_grid import cell_offset, pixel_to_cell
 from nclr_core.network_input import to_input_pixels
 from nclr_core.online.joint import JointSettings, solve_joint
 from nclr_core.online.matches import FrameMatches
@@ -52,6 +52,8 @@ class CoarseWindowMatcher:
     def __init__(self, features: NetworkFeatures, rows: np.ndarray) -> None:
         C, self.h, self.w = features.image_feats.shape
         self.stride = features.stride
+        self.convention = features.cell_convention
+        self.offset = cell_offset(self.stride, self.convention)
         with torch.inference_mode():
             self.logits = features.similarity(
                 features.point_feats[torch.as_tensor(rows, dtype=torch.long)],
@@ -63,12 +65,12 @@ class CoarseWindowMatcher:
         reach = int(math.ceil(radius_cells)) + 1
         steps = np.arange(-reach, reach + 1)
         di, dj = (a.reshape(-1) for a in np.meshgrid(steps, steps, indexing="ij"))
-        centre_cell = np.rint(pixel_to_cell(np.nan_to_num(centres, nan=-1e6), self.stride))
+        centre_cell = np.rint(pixel_to_cell(np.nan_to_num(centres, nan=-1e6), self.stride,
+                                            self.convention))
         rows = centre_cell[:, 1:2] + di[None, :]  # (P, D) cell rows and columns
         cols = centre_cell[:, 0:1] + dj[None, :]
-        half = (self.stride - 1) / 2.0
-        du = cols * self.stride + half - centres[:, 0:1]
-        dv = rows * self.stride + half - centres[:, 1:2]
+        du = cols * self.stride + self.offset - centres[:, 0:1]
+        dv = rows * self.stride + self.offset - centres[:, 1:2]
         inside = ((du * du + dv * dv <= (radius_cells * self.stride) ** 2)
                   & (rows >= 0) & (rows < self.h) & (cols >= 0) & (cols < self.w))
         index = np.where(inside, rows * self.w + cols, 0).astype(np.int64)
@@ -78,8 +80,8 @@ class CoarseWindowMatcher:
         logits[empty] = 0.0
         weights = np.exp(logits - logits.max(1, keepdims=True))
         weights /= weights.sum(1, keepdims=True)
-        pixels = np.stack(((weights * (cols * self.stride + half)).sum(1),
-                           (weights * (rows * self.stride + half)).sum(1)), axis=1)
+        pixels = np.stack(((weights * (cols * self.stride + self.offset)).sum(1),
+                           (weights * (rows * self.stride + self.offset)).sum(1)), axis=1)
         pixels[empty] = np.nan
         return pixels
 

@@ -165,12 +165,13 @@ def _online(calibrator: Calibrator, sample: dict, T_init: np.ndarray):
     """One frame through the online pipeline, expressed for the accumulator."""
     pipeline = OnlineCalibration(calibrator, OnlineSettings(min_frames=1), T_init)
     image = sample["image"]
-    outcome = pipeline.process(Frame(image, sample["points"], CameraModel(
-        sample["K"], image.shape[1], image.shape[0])))
+    camera = CameraModel(sample["K"], image.shape[1], image.shape[0])
+    outcome = pipeline.process(Frame(image, sample["points"], camera))
     record = outcome.record
     T_out = record.T_cam_lidar if record.accepted else T_init
-    outputs, batch = online_frame(calibrator, outcome.network, sample, T_out, record.accepted,
-                                  1)
+    features = calibrator.features(image, sample["points"], camera)
+    outputs, batch = online_frame(calibrator, features, outcome.network, sample, T_out,
+                                  record.accepted, 1)
     return outputs, batch, record
 
 
@@ -190,9 +191,12 @@ def test_online_frame_with_oracle_matches_is_exact_and_accepted():
     assert record.accepted and record.reason == ""
     accumulator = PretextAccumulator()
     accumulator.add(outputs, batch)
+    accumulator.add_dense(outputs["dense_errors"])
     accumulator.records[-1].update(accepted=True, prior_rre_euler_deg=0.0, prior_rte_m=0.1,
                                    estimate_rre_euler_deg=0.0, estimate_rte_m=0.0)
     summary = summarize(accumulator, "online")
+    # every ground-truth overlap point of the used points was matched for the dense metrics
+    assert summary["dense_match_points"] == int(batch["point_overlap"].sum()) > 100
     assert summary["rte_m_mean"] < 1e-3 and summary["rre_geodesic_deg_mean"] < 1e-2
     assert summary["success_rate"] == 1.0 and summary["accepted_rate"] == 1.0
     assert summary["match_err_px_mean"] < 1e-3 and summary["match_acc_5px"] == 1.0
@@ -213,6 +217,8 @@ def test_correspondence_similarities_pair_each_point_with_its_true_cell():
     image_feats = torch.randn(1, 8, h, w, generator=generator)
     # each overlap point carries (3x) the feature of the cell holding its true projection
     cells = torch.round(pixel_to_cell(batch["point_pixel"].double(), STRIDE)).long()
+    cells[:, 0].clamp_(max=w - 1)
+    cells[:, 1].clamp_(max=h - 1)
     point_feats = torch.randn(len(batch["points"]), 8, generator=generator)
     inside = batch["point_overlap"]
     point_feats[inside] = 3 * image_feats[0, :, cells[inside, 1], cells[inside, 0]].T

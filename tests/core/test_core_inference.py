@@ -153,9 +153,9 @@ def test_oracle_matches_recover_the_pose(tmp_path, distortion):
     assert result.quality.num_inliers == int(used.sum())
     assert result.quality.reprojection_error_px < 0.01
 
-    # the one overlap cell, centred at network pixel (4 * 20 + 1.5, 4 * 5 + 1.5), comes back
-    # around input pixel ((81.5 + 32 + 0.5) / 0.32 - 0.5, (21.5 + 0.5) / 0.32 - 0.5)
-    centre = np.array([(81.5 + CROP_X0 + 0.5) / SCALE - 0.5, (21.5 + 0.5) / SCALE - 0.5])
+    # the one overlap cell, centred at network pixel (4 * 20, 4 * 5), comes back around
+    # input pixel ((80 + 32 + 0.5) / 0.32 - 0.5, (20 + 0.5) / 0.32 - 0.5)
+    centre = np.array([(80.0 + CROP_X0 + 0.5) / SCALE - 0.5, (20.0 + 0.5) / SCALE - 0.5])
     rows, cols = np.nonzero(result.image_overlap_mask)
     assert result.image_overlap_mask[round(centre[1]), round(centre[0])] == 255
     assert np.all(np.abs(cols - centre[0]) < 0.5 * 4 / SCALE)  # within half a cell

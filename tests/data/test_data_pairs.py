@@ -108,11 +108,12 @@ def test_image_overlap_is_the_hit_mask_dilated_by_the_radius(radius: int) -> Non
     assert 0 < mask.sum() < mask.size
 
 
-def test_hit_cells_assign_each_pixel_to_the_cell_covering_it() -> None:
-    uv = np.array([[-0.5, 0.0], [3.49, 3.49], [3.5, 0.0], [63.49, 31.49]])
+def test_hit_cells_assign_each_pixel_to_the_cell_of_the_nearest_centre() -> None:
+    # cell j of stride 4 is centred on pixel 4j; past the last centre, the last cell
+    uv = np.array([[-0.5, 0.0], [1.99, 1.99], [2.0, 0.0], [5.9, 6.1], [63.49, 31.49]])
     mask = hit_cells(uv, (8, 16), 4)
-    assert mask.sum() == 3
-    assert mask[0, 0] and mask[0, 1] and mask[7, 15]
+    assert mask.sum() == 4
+    assert mask[0, 0] and mask[0, 1] and mask[2, 1] and mask[7, 15]
     np.testing.assert_array_equal(dilate_cells(mask, 0), mask)
     with pytest.raises(ValueError, match="radius_cells"):
         dilate_cells(mask, -1)

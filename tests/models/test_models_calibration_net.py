@@ -57,7 +57,9 @@ def _frame(gen: torch.Generator, yaw: float, shift: tuple[float, float]) -> dict
     inside &= (uv[:, 1] >= -0.5) & (uv[:, 1] < H - 0.5)
     hit = torch.zeros(H // STRIDE, W // STRIDE, dtype=torch.bool)
     cols_rows = pixel_to_cell(uv[inside], STRIDE).round().long()
-    hit[cols_rows[:, 1], cols_rows[:, 0]] = True
+    rows = cols_rows[:, 1].clamp(max=H // STRIDE - 1)
+    cols = cols_rows[:, 0].clamp(max=W // STRIDE - 1)
+    hit[rows, cols] = True
     dilated = torch.nn.functional.max_pool2d(hit[None, None].float(), 3, 1, 1)[0, 0] > 0
     return {
         "image": torch.randn(3, H, W, generator=gen),
@@ -141,16 +143,27 @@ def test_ablation_switches(switches):
     out["loss"].backward()
 
 
-def test_eval_without_ground_truth_and_without_pose_loss():
+def test_eval_without_ground_truth_and_without_pose_loss(monkeypatch):
     torch.manual_seed(3)
     model = CalibrationNet(**TINY).eval()
     batch = {k: v for k, v in _batch().items() if k in ("image", "K", "points", "offset")}
     with torch.no_grad():
-        out = model(batch)
+        out = model(batch, with_pose=True)
     assert "loss" not in out and out["T_pred"].shape == (2, 4, 4)
+
+    def no_epnp(*args, **kwargs):
+        raise AssertionError("EPnP ran although nothing asked for a pose")
+
+    # nothing asks for a pose: no EPnP, in evaluation nor in training without L_p
+    monkeypatch.setattr("nclr_core.models.calibration_net.solve_epnp", no_epnp)
+    with torch.no_grad():
+        out = model(batch)
+    assert "T_pred" not in out and len(out["matches"]) == 2
     model.train()
     out = model(_batch(), pose_loss_enabled=False)
-    assert "loss_pose" not in out and not out["R"].requires_grad
+    assert "loss_pose" not in out and "R" not in out
+    out = CalibrationNet(**TINY, use_pose_loss=False)(_batch(), pose_loss_enabled=True)
+    assert "loss_pose" not in out and "R" not in out
     with pytest.raises(ValueError, match="image_overlap"):
         bad = _batch()
         bad["image_overlap"] = bad["image_overlap"][:, :8]
@@ -183,3 +196,92 @@ def test_runs_on_pair_sampler_and_collate_output():
     out = CalibrationNet(**TINY)(batch, pose_loss_enabled=True)
     assert torch.isfinite(out["loss"]) and out["loss_feature"] > 0
     out["loss"].backward()
+
+
+def test_legacy_cells_move_every_coarse_match_by_the_legacy_offset():
+    """A model with `cell_convention="legacy"` (older checkpoints) matches with cell centres
+    at 4j + 1.5: the same weights give the same matches moved by exactly 1.5 px."""
+    torch.manual_seed(8)
+    stem = CalibrationNet(**TINY, matching="hard").eval()
+    legacy = CalibrationNet(**TINY, matching="hard", cell_convention="legacy").eval()
+    legacy.load_state_dict(stem.state_dict())
+    batch = _batch()
+    with torch.no_grad():
+        feats = stem.extract_features(batch["image"], batch["points"], batch["offset"])
+        index = torch.arange(40)
+        a, _ = stem.match_points(feats["point_feats"][index], feats["image_feats"][0])
+        b, _ = legacy.match_points(feats["point_feats"][index], feats["image_feats"][0])
+    torch.testing.assert_close(b - a, torch.full_like(a, 1.5))
+    with pytest.raises(ValueError, match="cell_convention"):
+        CalibrationNet(**TINY, cell_convention="area")
+
+
+def test_pose_loss_support_is_the_ground_truth_overlap():
+    """In training with L_p the EPnP sees only points of the ground-truth overlap, weighted by
+    the network, where the network's own overlap prediction (untrained here) differs."""
+    torch.manual_seed(4)
+    batch = _batch()
+    overlap = batch["point_overlap"]
+    assert bool((~overlap).sum() > 100)  # plenty of points outside the overlap to pick from
+    model = CalibrationNet(**TINY, pose_loss_gate=None)  # untrained: S^P is arbitrary
+    out = model(batch, pose_loss_enabled=True)
+    assert "loss_pose" in out and bool(out["pose_valid"].all())
+    for match in out["matches"]:
+        assert match["point_index"].numel() == TINY["max_match_points"]
+        assert bool(overlap[match["point_index"]].all())
+        assert bool((match["weights"] > 0).all()) and match["weights"].requires_grad
+    assert int(out["pose_loss_frames"]) == 2
+    # without L_p the matches are the predicted overlap's, outside the true one too
+    with torch.no_grad():
+        plain = model.eval()(batch)
+    chosen = torch.cat([m["point_index"] for m in plain["matches"]])
+    assert not bool(overlap[chosen].all())
+
+
+def test_fine_stage_refines_matches_and_trains():
+    torch.manual_seed(6)
+    batch = _batch()
+    model = CalibrationNet(**TINY, fine_matching=True, fine_channels=8, pose_loss_gate=None)
+    with torch.no_grad():
+        model.alignment.d.add_(0.05 * torch.randn_like(model.alignment.d))
+    out = model(batch, pose_loss_enabled=True)
+    assert out["fine_image_feats"].shape == (2, 8, H // 2, W // 2)
+    assert torch.isfinite(out["loss_fine"]) and out["loss_fine"] > 0
+    weights = model.loss_weights
+    assert weights["fine"] == 1.0
+    expected = sum(weights[k] * out[f"loss_{k}"] for k in ("feature", "overlap", "pose", "fine"))
+    torch.testing.assert_close(out["loss"], expected)
+    for match in out["matches"]:
+        k = match["point_index"].numel()
+        assert match["coarse_pixels"].shape == match["pixels"].shape == (k, 2)
+        assert match["fine_spread"].shape == (k,)
+        # the fine window is ±r stride-2 cells around the coarse match
+        offset = (match["pixels"] - match["coarse_pixels"]).detach().abs().max()
+        assert float(offset) <= 2 * (model.fine_matcher.radius + 0.5)
+    out["loss"].backward()
+    assert _params_without_grad(model) == []
+
+
+def test_match_points_and_refine_matches_reproduce_the_forward_matches():
+    torch.manual_seed(7)
+    model = CalibrationNet(**TINY, fine_matching=True, fine_channels=8).eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(batch)
+        for b, match in enumerate(out["matches"]):
+            index = match["point_index"]
+            pixels, confidence = model.match_points(
+                out["point_feats"][index], out["image_feats"][b], out["image_scores"][b],
+                out["fine_image_feats"][b])
+            torch.testing.assert_close(pixels, match["pixels"])
+            torch.testing.assert_close(confidence * out["point_scores"][index],
+                                       match["weights"])
+            coarse, _ = model.match_points(out["point_feats"][index], out["image_feats"][b],
+                                           out["image_scores"][b])
+            torch.testing.assert_close(coarse, match["coarse_pixels"])
+            refined, spread = model.refine_matches(out["point_feats"][index],
+                                                   out["fine_image_feats"][b], coarse)
+            torch.testing.assert_close(refined, match["pixels"])
+    with pytest.raises(ValueError, match="fine matching"):
+        CalibrationNet(**TINY).refine_matches(torch.zeros(2, 16), torch.zeros(8, 4, 4),
+                                              torch.zeros(2, 2))

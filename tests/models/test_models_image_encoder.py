@@ -100,3 +100,5 @@ def test_narrow_resnet_keeps_strides_and_scales_widths():
     assert encoder.decode(stages).shape == (1, 16, 16, 24)
     with pytest.raises(ValueError, match="base_channels"):
         ResNet(18, base_channels=0)
+    with pytest.raises(ValueError, match="upsampling"):
+        ImageEncoder(depth=18, out_channels=8, fpn_channels=8, upsampling="nearest")

@@ -44,13 +44,16 @@ def _similarity(p: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
     return p @ i.T / 0.05
 
 
-def _features(n: int = 4000, seed: int = 0) -> tuple[NetworkFeatures, np.ndarray]:
-    """Constructed features of n points seen under T_TRUE, and the (n, 4) input points."""
+def _features(n: int = 4000, seed: int = 0, convention: str = "stem"
+              ) -> tuple[NetworkFeatures, np.ndarray]:
+    """Constructed features of n points seen under T_TRUE (cells centred by `convention`),
+    and the (n, 4) input points."""
     rng = np.random.default_rng(seed)
     xyz, _ = seen_points(rng, n, depth=(3.0, 60.0))
     raw, _ = CAMERA.project(transform_points(T_TRUE, xyz))
     truth = raw @ A[:2, :2].T + A[:2, 2]
-    cells = cell_centers(H_CELLS, W_CELLS, STRIDE, dtype=torch.float64).numpy()
+    cells = cell_centers(H_CELLS, W_CELLS, STRIDE, convention=convention,
+                         dtype=torch.float64).numpy()
     image = torch.from_numpy(_field(cells).T.reshape(CHANNELS, H_CELLS, W_CELLS)).float()
     points = np.column_stack((xyz, np.zeros(n))).astype(np.float32)
     features = NetworkFeatures(
@@ -58,12 +61,15 @@ def _features(n: int = 4000, seed: int = 0) -> tuple[NetworkFeatures, np.ndarray
         point_feats=torch.from_numpy(np.nan_to_num(_field(truth))).float(),
         image_feats=image, point_scores=np.ones(n, np.float32),
         image_scores=np.ones((H_CELLS, W_CELLS), np.float32), similarity=_similarity,
-        stride=STRIDE, network_matches={}, image_hw=(HEIGHT, WIDTH), num_points=n)
+        stride=STRIDE, network_matches={}, image_hw=(HEIGHT, WIDTH), num_points=n,
+        cell_convention=convention, fine_image_feats=None)
     return features, points
 
 
-def test_matches_inside_windows_land_near_the_true_projection():
-    features, points = _features()
+@pytest.mark.parametrize("convention", ["stem", "legacy"])
+def test_matches_inside_windows_land_near_the_true_projection(convention):
+    # the window matcher reads the cell centres of the features' own convention
+    features, points = _features(convention=convention)
     rows = np.arange(0, 4000, 7)
     raw, _ = CAMERA.project(transform_points(T_TRUE, points[rows, :3].astype(np.float64)))
     truth = raw @ A[:2, :2].T + A[:2, 2]

@@ -20,10 +20,13 @@ TINY = [
     "model.fpn_channels=16", "model.point_base_channels=8", "model.voxel_size=0.5",
     "model.channels=16", "model.fusion_d_model=32", "model.fusion_heads=2",
     "model.fusion_keypoints=32", "model.max_match_points=64",
+    "model.fine_matching=true", "model.fine_channels=8",
 ]
+DENSE = ("dense_match_acc_1px", "dense_match_acc_3px", "dense_match_acc_5px",
+         "dense_match_err_px_median", "dense_match_bias_px")
 REQUIRED = ("rre_euler_deg_mean", "rre_euler_deg_median", "rre_geodesic_deg_mean", "rte_m_mean",
             "rte_m_median", "success_rate", "match_err_px_mean", "match_acc_5px",
-            "point_overlap_iou", "image_overlap_iou", "num_frames")
+            "point_overlap_iou", "image_overlap_iou", "num_frames", *DENSE)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,9 @@ def test_both_regimes_with_the_baseline_write_every_key(tiny_synthetic, tiny_che
             assert key in section, f"{name}: {key}"
         assert section["num_frames"] == 2, name
         assert 0.0 <= section["success_rate"] <= 1.0
+        assert section["dense_match_points"] > 0, name
+        assert 0.0 <= section["dense_match_acc_1px"] <= section["dense_match_acc_5px"] <= 1.0
+        assert len(section["dense_match_bias_px"]) == 2
         assert len(section["recall_curves"]["recall_rte"]) > 2
     for section in (metrics["registration"], metrics["baseline_cosine_hard"]["registration"]):
         assert section["lta_check"]["num_pairs"] > 0

@@ -31,6 +31,12 @@ def test_export_drops_training_state_and_loads_in_the_calibrator(tmp_path):
     exported = load_checkpoint(out)
     assert "optimizer" not in exported and exported["step"] == 7
     assert exported["metrics"] == {"score": 0.5}
+    import json
+
+    import yaml
+    assert yaml.safe_load(out.with_suffix(".config.yaml").read_text()) == to_dict(cfg)
+    assert json.loads(out.with_suffix(".metrics.json").read_text()) == {
+        "step": 7, "source": str(source), "validation": {"score": 0.5}}
     assert all(v.dtype == torch.float16 for v in exported["model"].values()
                if v.is_floating_point())
     calibrator = Calibrator.from_checkpoint(out)

@@ -102,7 +102,7 @@ def test_the_repository_manifest_renders_with_no_runs(tmp_path, monkeypatch):
     assert _module().main(["--manifest", str(REPO / "training" / "results_manifest.yaml"),
                            "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("## ") == 3 and "not run" in text and "(no command given)" not in text
+    assert text.count("## ") == 6 and "not run" in text and "(no command given)" not in text
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -126,3 +126,35 @@ def test_inconsistent_inputs_are_refused(tmp_path, monkeypatch, capsys, edit, me
     assert _module().main(["--manifest", str(manifest), "--out", "RESULTS.md"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_seeded_table_gives_mean_and_std_over_seeds_with_vectors(tmp_path, monkeypatch):
+    for seed, (success, acc, bias) in enumerate(((0.5, 0.2, [0.1, -0.3]),
+                                                 (0.7, 0.4, [0.3, -0.1]))):
+        _write(tmp_path / f"eval/base_s{seed}/metrics.json", {
+            "command": f"python eval --seed {seed}",
+            "registration": {"success_rate": success, "dense_match_acc_1px": acc,
+                             "dense_match_bias_px": bias}})
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"title": "T", "tables": [{
+        "title": "Ablation", "kind": "seeded_calibration", "seeds": [0, 1, 2],
+        "columns": ["success_rate", "dense_match_acc_1px", "dense_match_bias_px"],
+        "rows": [{"name": "base", "metrics": "eval/base_s{seed}/metrics.json",
+                  "section": "registration", "command": "python eval --seed {seed}",
+                  "trained_by": "python train --seed {seed}"},
+                 {"name": "other", "metrics": "eval/other_s{seed}/metrics.json",
+                  "section": "registration", "command": "python train --seed {seed}"}]}]},
+        allow_unicode=True))
+    monkeypatch.chdir(tmp_path)
+    assert _module().main(["--manifest", str(manifest), "--out", "RESULTS.md"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    base = next(line for line in text.splitlines() if line.startswith("| base"))
+    cells = [c.strip() for c in base.strip("|").split("|")]
+    assert cells == ["base [1–3] (2 of 3 seeds)", "60.0% ± 14.1", "30.0% ± 14.1",
+                     "+0.20 ± 0.14, -0.20 ± 0.14"]
+    other = next(line for line in text.splitlines() if line.startswith("| other"))
+    assert other.count("not run") == 3
+    assert ("1. `eval/base_s0/metrics.json` (registration, seed 0; the checkpoint of "
+            "`python train --seed 0`): `python eval --seed 0`") in text
+    assert "(registration, seed 2; the checkpoint of `python train --seed 2`) — **not run**: " \
+        "`python eval --seed 2`" in text

@@ -62,6 +62,9 @@ def test_resume_continues_at_the_step_and_matches_an_uninterrupted_run(tiny_synt
     assert resumed["step"] == reference["step"] == 4
     log = (run / "train.log").read_text()
     assert "resumed from step 2" in log and "step 3 " in log and "loss_pose" in log
+    # L_p's gradient norm beside L_f's, and the frames that passed the pose-loss gate
+    for key in ("grad_norm_pose=", "grad_norm_feature=", "pose_loss_frames="):
+        assert key in log, key
     for name, value in reference["model"].items():
         assert torch.allclose(resumed["model"][name].float(), value.float(), atol=1e-5), name
     for name in ("config.yaml", "metrics.json", "checkpoints/best.pt"):
@@ -83,19 +86,33 @@ def test_two_processes_under_torchrun(tiny_synthetic, tmp_path):
 
 
 def test_init_weights_start_a_fresh_run_from_a_checkpoint(tiny_synthetic, tmp_path):
-    _run([PRETRAIN, "--config", CONFIG,
-          *_sets(tiny_synthetic, tmp_path / "first", "train.max_steps=1")], tmp_path)
+    _run([PRETRAIN, "--config", CONFIG, *_sets(tiny_synthetic, tmp_path / "first",
+                                               "train.max_steps=1", "model.fine_matching=false")],
+         tmp_path)
     first = load_checkpoint(_only_run(tmp_path / "first") / "checkpoints" / "last.pt")["model"]
     source = _only_run(tmp_path / "first") / "checkpoints" / "last.pt"
     # lr 0: the parameters stay what init_weights loaded (BatchNorm statistics still move)
     _run([PRETRAIN, "--config", CONFIG, *_sets(tiny_synthetic, tmp_path / "second",
-          "train.max_steps=1", "train.lr=0", f"train.init_weights={source}")], tmp_path)
+          "train.max_steps=1", "train.lr=0", "model.fine_matching=false",
+          f"train.init_weights={source}")], tmp_path)
     run = _only_run(tmp_path / "second")
     second = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     assert f"initial weights from {source}" in (run / "train.log").read_text()
     for name, value in first.items():
         if "running_" not in name and "num_batches" not in name:
             assert torch.equal(second[name], value), name
+
+    # a model with the fine stage starts from weights without one: the stage starts fresh
+    _run([PRETRAIN, "--config", CONFIG, *_sets(tiny_synthetic, tmp_path / "fine",
+          "train.max_steps=1", "train.lr=0", "model.fine_matching=true",
+          f"train.init_weights={source}")], tmp_path)
+    run = _only_run(tmp_path / "fine")
+    fine = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert "fine_matcher not in it: freshly initialised" in (run / "train.log").read_text()
+    assert any(name.startswith("fine_matcher.") for name in fine)
+    for name, value in first.items():
+        if "running_" not in name and "num_batches" not in name:
+            assert torch.equal(fine[name], value), name
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
