@@ -85,6 +85,18 @@ CALIBRATION_COLUMNS: dict[str, tuple[str, str]] = {
     "dense_match_acc_5px": ("dense acc @5 px", "{:.1%}"),
     "dense_match_err_px_median": ("dense err median (px)", "{:.2f}"),
     "dense_match_bias_px": ("dense bias u, v (px)", "{:+.2f}"),
+    # online calls (evaluate_calibration.py --regime online, per call or per stage)
+    "num_calls": ("calls", "{:d}"),
+    "estimate_rre_geodesic_deg_median": ("rotation median (°)", "{:.3f}"),
+    "estimate_rre_geodesic_deg_p90": ("rotation p90 (°)", "{:.3f}"),
+    "estimate_rte_m_median": ("translation median (m)", "{:.4f}"),
+    "estimate_rte_m_p90": ("translation p90 (m)", "{:.4f}"),
+    "prior_rre_geodesic_deg_median": ("prior rotation (°)", "{:.1f}"),
+    "prior_rte_m_median": ("prior translation (m)", "{:.2f}"),
+    "worse_than_prior_rate": ("worse than prior", "{:.1%}"),
+    "better_than_prior_rotation_rate": ("rotation better than prior", "{:.1%}"),
+    "worse_than_previous_stage_rate": ("worse than previous stage", "{:.1%}"),
+    "coverage_3sigma": ("3σ covers the error", "{:.1%}"),
 }
 DEFAULT_COLUMNS = ("num_frames", "match_err_px_mean", "match_acc_5px", "rre_euler_deg_mean",
                    "rre_euler_deg_median", "rte_m_mean", "rte_m_median", "success_rate",

@@ -186,8 +186,9 @@ def call_row(result: CallResult, estimate: CalibrationEstimate, judged_by: str
     if accepted:
         pose = estimate.pose
         sigma = np.concatenate((np.radians(pose.sigma_rot_deg), pose.sigma_trans_m))
-        error = pose_delta(pose.T_cam_lidar, result.T_gt)
-        covered = float(np.all(np.abs(error) <= 3.0 * sigma))
+        if np.all(np.isfinite(sigma)):  # an infinite sigma claims nothing to cover
+            error = pose_delta(pose.T_cam_lidar, result.T_gt)
+            covered = float(np.all(np.abs(error) <= 3.0 * sigma))
     for i, axis in enumerate("xyz"):
         row[f"sigma_rot_{axis}_deg"] = float(np.degrees(sigma[i]))
         row[f"sigma_trans_{axis}_m"] = float(sigma[3 + i])
@@ -215,8 +216,10 @@ def summarize_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["worse_than_prior_rate"] = float(np.mean([r["worse_than_prior"] for r in rows]))
     out["better_than_prior_rotation_rate"] = float(
         np.mean([r["better_than_prior_rotation"] for r in rows]))
-    covered = [r["covered_3sigma"] for r in rows if r["accepted"]]
+    covered = [r["covered_3sigma"] for r in rows
+               if r["accepted"] and np.isfinite(r["covered_3sigma"])]
     out["coverage_3sigma"] = float(np.mean(covered)) if covered else math.nan
+    out["coverage_3sigma_calls"] = len(covered)
     accepted = [r for r in rows if r["accepted"]]
     out["sigma_rot_deg_median"] = [_quantile([r[f"sigma_rot_{a}_deg"] for r in accepted], 0.5)
                                    for a in "xyz"]

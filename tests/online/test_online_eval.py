@@ -11,6 +11,7 @@ from nclr_core.engine.online_eval import (
     make_windows,
     run_calls,
     summarize_calls,
+    summarize_rows,
 )
 from nclr_core.geometry.metrics import rre_geodesic_deg
 from nclr_core.geometry.se3 import make_transform
@@ -87,3 +88,12 @@ def test_worse_than_prior_and_coverage():
     row = _call(close)
     assert not row["worse_than_prior"] and row["covered_3sigma"] == 1.0
     assert row["sigma_trans_x_m"] == pytest.approx(0.01)
+
+
+def test_an_infinite_sigma_is_not_counted_as_covered():
+    unknown = CalibrationEstimate(True, PoseEstimate(make_transform(
+        np.eye(3), T_A[:3, 3] + [0.0, 0.3, 0.0]), np.diag([np.inf] * 6)), "guided")
+    row = _call(unknown)
+    assert row["accepted"] and math.isnan(row["covered_3sigma"])
+    summary = summarize_rows([row])
+    assert math.isnan(summary["coverage_3sigma"]) and summary["coverage_3sigma_calls"] == 0
