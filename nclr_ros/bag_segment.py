@@ -28,6 +28,7 @@ from nclr_ros.dds_profile import apply_default_profile
 NODE_NAME = "nclr_segmentation"
 POINTS_TOPIC = "/lidar/points"
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
+SETTLE_S = 2.5  # after the player exits: > 2 diagnostics periods (1 s) of the node
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,23 @@ def segment_bag_live(bag: str | Path, options: SegmentOptions) -> SegmentRun:
              str(options.delay_s)], env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True)
 
+        settled: list[float] = []  # when the player exited plus SETTLE_S
+
         def finished() -> bool:
-            if player.poll() is None or not diagnostics:
+            """The player is done (every reliable message acknowledged) and a diagnostics
+            message sent SETTLE_S later shows the node idle, every label it published
+            received."""
+            if player.poll() is None:
+                return False
+            if not settled:
+                settled.append(time.monotonic() + SETTLE_S)
+            if time.monotonic() < settled[0]:
+                diagnostics.clear()  # only messages sent after the settling time count
+                return False
+            if not diagnostics:
                 return False
             last = diagnostics[-1]
-            return (int(last.get("clouds_received", 0)) >= run.clouds_in_bag
-                    and last.get("clouds_pending") == "0"
+            return (last.get("clouds_pending") == "0"
                     and last.get("clouds_in_progress") == "0"
                     and int(last.get("clouds_processed", 0)) <= len(run.clouds))
 

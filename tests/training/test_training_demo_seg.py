@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MIN_MIOU = 0.4
+MIN_MIOU = 0.5
 
 
 def _demo_seg():
