@@ -1,7 +1,7 @@
 """Segmentation demo (`make demo-seg`): the segmentation node labels a replayed synthetic bag.
 
     python training/demo_seg.py [--checkpoint models/nclr_synthetic_seg.pt] [--out out/demo_seg]
-        [--frames 8] [--beams 64] [--rate 0.2]
+        [--frames 8] [--beams 64] [--rate 0.05]
 
 1. generates a short synthetic drive (one sequence) with a seed the shipped models never saw
    (`DEMO_SEED`; they were trained on seed 0);
@@ -44,8 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=375, help="image height (pixels)")
     parser.add_argument("--beams", type=int, choices=(64, 32, 16), default=64,
                         help="LiDAR preset")
-    parser.add_argument("--rate", type=float, default=0.2,
-                        help="play rate, x real time (0.2: a cloud every 0.5 s)")
+    parser.add_argument("--rate", type=float, default=0.05,
+                        help="play rate, x real time (0.05: a cloud every 2 s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="replay timeout (s)")
     args = parser.parse_args(argv)
     if args.frames < 1:

@@ -33,6 +33,11 @@ commands run). Layout:
           - {name: pre-trained − scratch, of: NCLR, minus: scratch}
         steps: true                # optional: a table of planned / trained / kept steps
 
+      - title: text
+        kind: segmentation         # evaluate_segmentation.py outputs: mIoU, PQ, class IoUs
+        rows:
+          - {name: shipped model, metrics: results/eval_seg/x/metrics.json}
+
 In templates `{fraction}` is the fraction as written in the manifest, `{percent}` the
 fraction in per cent (`0.01` -> `1`), `{seed}` the seed. A gain is the mean ± sample std over
 the seeds both rows ran of (row `of` − row `minus`): the two runs of a seed share their
@@ -304,7 +309,47 @@ def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> lis
     return lines
 
 
-TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table}
+def segmentation_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
+    """Markdown lines of a `kind: segmentation` table: one row per evaluate_segmentation.py
+    metrics.json (scans, mIoU, PQ, then the IoU of every class, in %)."""
+    rows, names = [], None
+    for i, row in enumerate(_require(spec, "rows", where)):
+        at = f"{where}, row {i + 1}"
+        name, path = str(_require(row, "name", at)), str(_require(row, "metrics", at))
+        planned = str(row.get("command", ""))
+        if not Path(path).is_file():
+            rows.append((f"{name} {_cite(sources, Source(path, 'all', planned, NOT_RUN))}",
+                         None))
+            continue
+        data = _read_json(Path(path))
+        for key in ("miou", "per_class_iou", "num_frames"):
+            if key not in data:
+                raise ManifestError(f"{path}: no '{key}' (not an evaluate_segmentation.py "
+                                    "metrics.json)")
+        if names is None:
+            names = list(data["per_class_iou"])
+        elif list(data["per_class_iou"]) != names:
+            raise ManifestError(f"{path}: other classes than the table's first row")
+        command = str(data.get("command") or planned)
+        if not command:
+            raise ManifestError(f"{at}: {path} records no command and the manifest gives "
+                                "none; a figure must be traceable to its command")
+        rows.append((f"{name} {_cite(sources, Source(path, 'all', command, 'ok'))}", data))
+    names = names or []
+    percent = "{:.1%}"
+    body = []
+    for label, data in rows:
+        if data is None:
+            body.append([label] + [NOT_RUN] * (3 + len(names)))
+            continue
+        body.append([label, _format(data["num_frames"], "{:d}"),
+                     _format(data["miou"], percent), _format(data.get("pq"), percent)]
+                    + [_format(data["per_class_iou"][n], percent) for n in names])
+    return _table(["model", "scans", "mIoU", "PQ"] + [f"{n} IoU" for n in names], body)
+
+
+TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table,
+               "segmentation": segmentation_table}
 
 
 def render(manifest: dict, manifest_path: str, command: str) -> str:

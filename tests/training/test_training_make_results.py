@@ -102,7 +102,7 @@ def test_the_repository_manifest_renders_with_no_runs(tmp_path, monkeypatch):
     assert _module().main(["--manifest", str(REPO / "training" / "results_manifest.yaml"),
                            "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("## ") == 5 and "not run" in text and "(no command given)" not in text
+    assert text.count("## ") == 6 and "not run" in text and "(no command given)" not in text
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -160,3 +160,22 @@ def test_paired_gains_several_metrics_and_steps(tmp_path, monkeypatch):
     assert "44.0 ± 3.6 [1–3]" in scratch and "21.3 ± 1.8 (2 of 3 seeds) [1–3]" in scratch
     steps = [line for line in lines if line.startswith("| pre |")][-1]
     assert steps == "| pre | 100 / 91 (90–92) / 70 (60–80) |"
+
+
+def test_segmentation_rows_show_miou_pq_and_every_class(tmp_path, monkeypatch):
+    _write(tmp_path / "seg/metrics.json",
+           {"command": "python training/evaluate_segmentation.py --out seg", "miou": 0.5,
+            "num_frames": 12, "per_class_iou": {"car": 0.75, "road": None}})
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"title": "T", "tables": [{
+        "title": "Seg", "kind": "segmentation", "rows": [
+            {"name": "shipped", "metrics": "seg/metrics.json"},
+            {"name": "other", "metrics": "absent/metrics.json", "command": "python x"}]}]}))
+    monkeypatch.chdir(tmp_path)
+    assert _module().main(["--manifest", str(manifest), "--out", "R.md"]) == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "| model | scans | mIoU | PQ | car IoU | road IoU |" in text
+    assert "| shipped [1] | 12 | 50.0% | n/a | 75.0% | n/a |" in text
+    assert "| other [2] | not run | not run | not run | not run | not run |" in text
+    assert "1. `seg/metrics.json` (all): `python training/evaluate_segmentation.py --out seg`" \
+        in text
