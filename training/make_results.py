@@ -21,7 +21,8 @@ commands run). Layout:
             command: python training/evaluate_calibration.py ...  # used when the file has none
       - title: text
         kind: label_efficiency     # finetune_seg.py outputs: mean ± std over seeds
-        metric: miou               # optional: miou (default), pq, sq, rq or a list
+        metric: miou               # optional: miou (default), pq, sq, rq,
+                                   # validation.best_miou, or a list of them
         fractions: [0.01, 0.1]
         seeds: [0, 1, 2]
         rows:
@@ -183,7 +184,18 @@ def _fill(template: str, fraction: Any, seed: int) -> str:
     return template.format(fraction=fraction, percent=f"{float(fraction) * 100:g}", seed=seed)
 
 
-METRICS = {"miou": "mIoU", "pq": "PQ", "sq": "SQ", "rq": "RQ"}
+# metric key (a dotted path into metrics.json) -> column name
+METRICS = {"miou": "mIoU", "pq": "PQ", "sq": "SQ", "rq": "RQ",
+           "validation.best_miou": "validation mIoU"}
+
+
+def _metric(data: dict, key: str) -> float | None:
+    """The value at the dotted `key` of a metrics.json, None where it is absent or null."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or data.get(part) is None:
+            return None
+        data = data[part]
+    return float(data)
 
 
 def _seed_run(row: dict, fraction: Any, seed: int, metric: str, at: str,
@@ -210,7 +222,7 @@ def _seed_run(row: dict, fraction: Any, seed: int, metric: str, at: str,
         if expected not in ("scratch", "pretrained") or is_scratch != (expected == "scratch"):
             raise ManifestError(f"{path}: init {data['init']!r}, the manifest row expects "
                                 f"{expected!r} (scratch | pretrained)")
-    if data.get(metric) is None:
+    if _metric(data, metric) is None:
         sources.append(Source(path, what, command,
                               f"n/a: the run recorded no {METRICS[metric]}"))
         return None
@@ -274,7 +286,7 @@ def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> lis
             runs[name].append(found)
             refs = f"[{first}–{len(sources)}]" if len(sources) > first else f"[{first}]"
             for metric in metrics:
-                values = [float(d[metric]) for d in found.values() if d.get(metric) is not None]
+                values = [v for d in found.values() if (v := _metric(d, metric)) is not None]
                 cells.append(f"{_mean_std(values, len(seeds))} {refs}" if values
                              else f"{NOT_RUN} {refs}")
         body.append(cells)
@@ -288,9 +300,9 @@ def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> lis
         for k in range(len(fractions)):
             a, b = runs[of][k], runs[minus][k]
             for metric in metrics:
-                diffs = [float(a[s][metric]) - float(b[s][metric]) for s in seeds
-                         if s in a and s in b and a[s].get(metric) is not None
-                         and b[s].get(metric) is not None]
+                diffs = [_metric(a[s], metric) - _metric(b[s], metric) for s in seeds
+                         if s in a and s in b and _metric(a[s], metric) is not None
+                         and _metric(b[s], metric) is not None]
                 cells.append(f"**{_mean_std(diffs, len(seeds), sign=True)}**" if diffs
                              else NOT_RUN)
         body.append(cells)
