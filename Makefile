@@ -8,7 +8,7 @@ STAMP := $(VENV)/.nclr-installed
 REQS := requirements/base.txt requirements/spconv-$(SPCONV).txt requirements/dev.txt \
         requirements/ros.txt setup.py
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo demo-seg test lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): $(REQS)
 
 demo: $(STAMP)
 	$(PY) training/demo.py
+
+demo-seg: $(STAMP)
+	$(PY) training/demo_seg.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

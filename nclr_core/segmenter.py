@@ -49,7 +49,8 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike,
                         device: str | torch.device = "cpu") -> Segmenter:
-        """Load a fine-tuning checkpoint (`checkpoints/last.pt` of finetune_seg.py)."""
+        """Load a segmentation checkpoint (finetune_seg.py's `checkpoints/best.pt` or
+        `last.pt`, or one exported by training/export_model.py)."""
         model, checkpoint = load_segmentation_model(path, map_location=device)
         return cls(model, list(checkpoint["class_names"]), device)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -47,7 +48,9 @@ SENSOR_QUEUE_DEPTH = 10
 class PlayOptions:
     """How to play: `rate` (x real time, > 0), `loop`, `clock` (publish /clock at `clock_hz`),
     `topics` (None: every topic), `reliable` sensor topics, `delay` seconds before the first
-    message (time for subscribers to be discovered)."""
+    message (time for subscribers to be discovered), `ack_timeout` seconds to wait at the
+    end until every reliable subscriber has acknowledged the last messages (a player that
+    exits at once loses them)."""
 
     rate: float = 1.0
     loop: bool = False
@@ -56,6 +59,7 @@ class PlayOptions:
     topics: tuple[str, ...] | None = None
     reliable: bool = False
     delay: float = 0.0
+    ack_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.rate > 0.0:
@@ -64,6 +68,8 @@ class PlayOptions:
             raise ValueError(f"clock rate must be > 0 Hz, got {self.clock_hz}")
         if not self.delay >= 0.0:
             raise ValueError(f"delay must be >= 0 s, got {self.delay}")
+        if not self.ack_timeout >= 0.0:
+            raise ValueError(f"ack timeout must be >= 0 s, got {self.ack_timeout}")
 
 
 @dataclass
@@ -151,6 +157,11 @@ class BagPlayer:
             stats.passes += 1
             if not self.options.loop:
                 break
+        timeout = Duration(seconds=self.options.ack_timeout)
+        for topic, publisher in publishers.items():  # best-effort ones return at once
+            if not stop.is_set() and not publisher.wait_for_all_acked(timeout):
+                LOG.warning("%s: not every subscriber of %s acknowledged the last messages "
+                            "within %g s", self.path, topic, self.options.ack_timeout)
         return stats
 
     def _one_pass(self, publishers: dict[str, Any], clock_pub: Any, stop: threading.Event,

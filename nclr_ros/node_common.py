@@ -28,6 +28,7 @@ from std_msgs.msg import Header
 from nclr_core.engine.checkpoint import CheckpointError
 from nclr_ros.conversions import pointcloud2_to_xyzi
 from nclr_ros.dds_profile import apply_default_profile
+from nclr_ros.package_files import package_file
 
 # name -> (default, description): a node's parameter table.
 ParameterTable = dict[str, tuple[Any, str]]
@@ -45,6 +46,21 @@ def declare_parameters(node: Node, table: ParameterTable) -> dict[str, Any]:
     return {name: node.declare_parameter(
         name, default, ParameterDescriptor(description=text, read_only=True)).value
         for name, (default, text) in table.items()}
+
+
+def model_path_or_shipped(node: Node, model_path: str, shipped_name: str, trained: str) -> str:
+    """`model_path`, or where it is empty the package's models/`shipped_name` with a warning
+    that says what that model was `trained` on; ValueError when neither exists."""
+    if model_path:
+        return model_path
+    shipped = package_file("models", shipped_name)
+    if shipped is None:
+        raise ValueError(f"parameter model_path is empty and the package has no "
+                         f"models/{shipped_name}: set it to a checkpoint")
+    node.get_logger().warning(
+        f"model_path is empty: using the shipped {shipped}, {trained} on synthetic scenes "
+        "only; train on your own data for a real vehicle")
+    return str(shipped)
 
 
 def subscription_qos(reliability: str, depth: int) -> QoSProfile:

@@ -13,7 +13,8 @@ float32 softmax probability of the label; the input's header; one point per fini
 point, in input order), `~/colored` (x y z + `rgb` packed as float32 the way RViz and PCL
 read it, class colours; only while subscribed) and `/diagnostics`. Class names and colours
 come from `classes_file` (default: the installed config/semantic_kitti_classes.yaml); the
-names must equal the checkpoint's.
+names must equal the checkpoint's. An empty `model_path` loads the shipped
+models/nclr_synthetic_seg.pt, with a warning that it was fine-tuned on synthetic data only.
 
 Bad input (clouds without x/y/z, undecodable clouds, empty clouds, clouds without finite
 points) is warned (throttled per reason), counted in the diagnostics by reason and skipped;
@@ -22,20 +23,18 @@ NaN/inf points of an otherwise good cloud are dropped, warned and counted the sa
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
+from nclr_core.class_table import load_class_table
 from nclr_core.segmenter import Segmenter
 from nclr_ros.conversions import xyz_fields_to_pointcloud2
 from nclr_ros.node_common import (
@@ -45,6 +44,7 @@ from nclr_ros.node_common import (
     checked_cloud_points,
     declare_parameters,
     diagnostic_array,
+    model_path_or_shipped,
     run_node,
     subscription_qos,
 )
@@ -52,12 +52,14 @@ from nclr_ros.package_files import config_file
 
 NODE_NAME = "nclr_segmentation"
 DEFAULT_CLASSES_FILE = "semantic_kitti_classes.yaml"
+SHIPPED_MODEL = "nclr_synthetic_seg.pt"  # models/ in the package (see README)
 
 # name -> (default, description). Defaults mirror config/segment.yaml (a test checks it).
 # Every parameter is read-only: it is read once at start-up.
 PARAMETERS: ParameterTable = {
-    "model_path": ("", "segmentation checkpoint (.pt) written by training/finetune_seg.py; "
-                       "required."),
+    "model_path": ("", "segmentation checkpoint (.pt; training/finetune_seg.py or "
+                       "training/export_model.py); empty: the shipped models/" + SHIPPED_MODEL
+                   + ", fine-tuned on synthetic data only."),
     "device": ("cpu", "torch device for inference: cpu, cuda, cuda:1, ..."),
     "classes_file": ("", "YAML with the class names and colours (classes: - {id, name, "
                          "rgb}); empty: the installed config/" + DEFAULT_CLASSES_FILE + "."),
@@ -71,50 +73,6 @@ PARAMETERS: ParameterTable = {
     "top_classes": (3, "classes of the last cloud listed in the diagnostics (last_classes), "
                        "most frequent first."),
 }
-
-
-@dataclass(frozen=True)
-class ClassTable:
-    """names[i] and colours (C, 3) uint8 RGB of train id i."""
-
-    names: list[str]
-    colours: np.ndarray
-
-
-def load_class_table(path: str | os.PathLike) -> ClassTable:
-    """Read a classes YAML (`classes:` list of `{id, name, rgb}`, ids 0..C-1 in order).
-
-    Raises ValueError naming the file for a missing or malformed file, ids out of order,
-    duplicate or empty names, or colours that are not three integers in 0..255.
-    """
-    path = Path(path)
-    try:
-        content = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"classes file {path}: cannot read it ({err})") from err
-    entries = content.get("classes") if isinstance(content, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"classes file {path}: needs a non-empty list 'classes'")
-    names: list[str] = []
-    colours: list[list[int]] = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or set(entry) != {"id", "name", "rgb"}:
-            raise ValueError(f"classes file {path}: entry {index} must have exactly the keys "
-                             f"id, name, rgb, got {entry!r}")
-        if entry["id"] != index:
-            raise ValueError(f"classes file {path}: entry {index} has id {entry['id']!r}; "
-                             f"ids must be 0, 1, 2, ... in order")
-        name, rgb = entry["name"], entry["rgb"]
-        if not isinstance(name, str) or not name or name in names:
-            raise ValueError(f"classes file {path}: class {index} has an empty or repeated "
-                             f"name {name!r}")
-        if not (isinstance(rgb, list) and len(rgb) == 3 and
-                all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
-            raise ValueError(f"classes file {path}: class {index} ({name}) needs rgb as three "
-                             f"integers 0..255, got {rgb!r}")
-        names.append(name)
-        colours.append(rgb)
-    return ClassTable(names, np.asarray(colours, dtype=np.uint8))
 
 
 def packed_rgb(colours: np.ndarray) -> np.ndarray:
@@ -138,9 +96,8 @@ class SegmentationNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         p = declare_parameters(self, PARAMETERS)
         self.params = p
-        if not p["model_path"]:
-            raise ValueError("parameter model_path is empty: set it to a segmentation "
-                             "checkpoint (training/finetune_seg.py)")
+        p["model_path"] = model_path_or_shipped(self, p["model_path"], SHIPPED_MODEL,
+                                                "fine-tuned")
         if p["top_classes"] < 0:
             raise ValueError(f"parameter top_classes must be >= 0, got {p['top_classes']}")
         classes_path = p["classes_file"] or config_file(DEFAULT_CLASSES_FILE)

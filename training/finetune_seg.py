@@ -1,14 +1,19 @@
 """Fine-tune the NCLR point backbone for semantic (or panoptic) segmentation (METHOD.md §7).
 
     python training/finetune_seg.py --data data/synthetic --label-fraction 0.01 \
-        --init runs/synthetic_cpu/<stamp>/checkpoints/best.pt --seed 0 --out runs/ft/nclr_1pc_s0 \
-        [--config training/configs/finetune_synthetic_cpu.yaml] [--set train.max_steps=200]
+        --init models/nclr_synthetic.pt --seed 0 --out runs/ft/nclr_1pc_s0 \
+        [--test-data data/eval_seed2 --test-split 00 01] \
+        [--config training/configs/finetune_synthetic_cpu.yaml] [--set train.epoch_scale=1]
 
 `--init scratch` trains from random weights; otherwise CHECKPOINT is a pre-training
 checkpoint or a backbone exported by `training/export_backbone.py`. The labelled scans are a
 deterministic, scene-level subset of the training split per (fraction, seed), nested across
-fractions (`nclr_core.data.label_subsets`). Writes config.yaml, train.log, label_subset.json,
-checkpoints/last.pt and metrics.json into --out.
+fractions (`nclr_core.data.label_subsets`). The schedule's length follows the label fraction
+(the paper's epochs times `train.epoch_scale`); the checkpoint of the best validation mIoU is
+kept, training stops early when validation stops improving, and the kept checkpoint is
+evaluated on --test-split (held-out scenes, under --test-data or --data) or else on the
+validation split. Writes config.yaml, train.log, label_subset.json, checkpoints/{best,last}.pt
+and metrics.json into --out (`nclr_core.engine.finetune`).
 """
 from __future__ import annotations
 
@@ -33,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="'scratch' or a pre-training / backbone checkpoint")
     parser.add_argument("--seed", type=int, required=True, help="seed of subset and training")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--test-data", default=None,
+                        help="root of the held-out evaluation scans (default: --data)")
+    parser.add_argument("--test-split", nargs="+", default=None, metavar="SEQ",
+                        help="sequences the kept checkpoint is evaluated on (default: the "
+                             "config's data.test_split, else the validation split)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a config value (repeatable)")
@@ -46,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         # The flags are config values too, so the saved config.yaml tells the whole run.
         cfg.data.root, cfg.label_fraction = args.data, args.label_fraction
         cfg.init, cfg.seed = args.init, args.seed
+        if args.test_data is not None:
+            cfg.data.test_root = args.test_data
+        if args.test_split is not None:
+            cfg.data.test_split = list(args.test_split)
         finetune(cfg, args.out)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
         print(f"finetune_seg.py: error: {err}", file=sys.stderr)

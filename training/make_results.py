@@ -30,7 +30,9 @@ commands run). Layout:
             command: python training/evaluate_calibration.py ...  # when the file has none
             trained_by: python training/pretrain.py ... --set seed={seed}  # optional
       - title: text
-        kind: label_efficiency     # finetune_seg.py outputs: mean ± std mIoU over seeds
+        kind: label_efficiency     # finetune_seg.py outputs: mean ± std over seeds
+        metric: miou               # optional: miou (default), pq, sq, rq,
+                                   # validation.best_miou, or a list of them
         fractions: [0.01, 0.1]
         seeds: [0, 1, 2]
         rows:
@@ -38,9 +40,19 @@ commands run). Layout:
             init: scratch          # optional check of the files' `init`: scratch | pretrained
             metrics: runs/ft/scratch_{percent}pc_s{seed}/metrics.json
             command: python training/finetune_seg.py ... --label-fraction {fraction} --seed {seed}
+        gains:                     # optional: paired per-seed differences of two rows
+          - {name: pre-trained − scratch, of: NCLR, minus: scratch}
+        steps: true                # optional: a table of planned / trained / kept steps
+
+      - title: text
+        kind: segmentation         # evaluate_segmentation.py outputs: mIoU, PQ, class IoUs
+        rows:
+          - {name: shipped model, metrics: results/eval_seg/x/metrics.json}
 
 In templates `{fraction}` is the fraction as written in the manifest, `{percent}` the
-fraction in per cent (`0.01` -> `1`), `{seed}` the seed. Every figure of RESULTS.md carries a
+fraction in per cent (`0.01` -> `1`), `{seed}` the seed. A gain is the mean ± sample std over
+the seeds both rows ran of (row `of` − row `minus`): the two runs of a seed share their
+labelled scans, so the difference is paired. Every figure of RESULTS.md carries a
 reference to its metrics.json file(s) and the command that produced them.
 """
 from __future__ import annotations
@@ -263,9 +275,24 @@ def _fill(template: str, fraction: Any, seed: int) -> str:
     return template.format(fraction=fraction, percent=f"{float(fraction) * 100:g}", seed=seed)
 
 
-def _seed_run(row: dict, fraction: Any, seed: int, at: str, sources: list[Source]
-              ) -> float | None:
-    """mIoU of one (fraction, seed) run, or None when it was not run; checks its labels."""
+# metric key (a dotted path into metrics.json) -> column name
+METRICS = {"miou": "mIoU", "pq": "PQ", "sq": "SQ", "rq": "RQ",
+           "validation.best_miou": "validation mIoU"}
+
+
+def _metric(data: dict, key: str) -> float | None:
+    """The value at the dotted `key` of a metrics.json, None where it is absent or null."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or data.get(part) is None:
+            return None
+        data = data[part]
+    return float(data)
+
+
+def _seed_run(row: dict, fraction: Any, seed: int, metric: str, at: str,
+              sources: list[Source]) -> dict | None:
+    """The metrics.json of one (fraction, seed) run, or None when it was not run or has no
+    `metric`; checks its labels."""
     path = _fill(str(_require(row, "metrics", at)), fraction, seed)
     command = _fill(str(_require(row, "command", at)), fraction, seed)
     what = f"fraction {fraction}, seed {seed}"
@@ -286,45 +313,147 @@ def _seed_run(row: dict, fraction: Any, seed: int, at: str, sources: list[Source
         if expected not in ("scratch", "pretrained") or is_scratch != (expected == "scratch"):
             raise ManifestError(f"{path}: init {data['init']!r}, the manifest row expects "
                                 f"{expected!r} (scratch | pretrained)")
-    if data["miou"] is None:
-        sources.append(Source(path, what, command, "n/a: the run recorded no mIoU"))
+    if _metric(data, metric) is None:
+        sources.append(Source(path, what, command,
+                              f"n/a: the run recorded no {METRICS[metric]}"))
         return None
     sources.append(Source(path, what, command, "ok"))
-    return float(data["miou"])
+    return data
+
+
+def _percent_over_seeds(values: list[float], expected: int, sign: bool = False) -> str:
+    """'m ± s' in per cent of `values` (fractions), with '(k of n seeds)' when some are
+    missing; a leading + with `sign`."""
+    mean = 100.0 * float(np.mean(values))
+    text = f"{mean:+.1f}" if sign else f"{mean:.1f}"
+    if len(values) > 1:
+        text += f" ± {100.0 * float(np.std(values, ddof=1)):.1f}"
+    if len(values) < expected:
+        text += f" ({len(values)} of {expected} seeds)"
+    return text
+
+
+def _steps_cell(runs: list[dict]) -> str:
+    """'planned / trained / kept' steps, means over the runs (ranges when they differ)."""
+    def span(values: list[int]) -> str:
+        low, high = min(values), max(values)
+        return f"{np.mean(values):.0f}" + (f" ({low}–{high})" if low != high else "")
+
+    try:
+        planned = [int(r["schedule"]["total_steps"]) for r in runs]
+        trained = [int(r["steps"]) for r in runs]
+        kept = [int(r["checkpoint_step"]) for r in runs]
+    except (KeyError, TypeError):
+        return NOT_AVAILABLE
+    return f"{span(planned)} / {span(trained)} / {span(kept)}"
+
+
+def _metric_list(spec: dict, where: str) -> list[str]:
+    metrics = spec.get("metric", "miou")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ManifestError(f"{where}: metric {unknown or metrics!r} is not one of "
+                            f"{sorted(METRICS)}")
+    return metrics
 
 
 def label_efficiency_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
-    """Markdown lines of a `kind: label_efficiency` table: mean ± sample std of mIoU (%)."""
+    """Markdown lines of a `kind: label_efficiency` table: mean ± sample std (%) of each
+    metric per row and fraction, optional paired gains and a table of steps."""
     fractions = _require(spec, "fractions", where)
     seeds = [int(s) for s in _require(spec, "seeds", where)]
+    metrics = _metric_list(spec, where)
+    runs: dict[str, list[dict[int, dict]]] = {}  # row name -> per fraction: seed -> data
     body = []
     for i, row in enumerate(_require(spec, "rows", where)):
         at = f"{where}, row {i + 1}"
-        cells = [str(_require(row, "name", at))]
+        name = str(_require(row, "name", at))
+        cells, runs[name] = [name], []
         for fraction in fractions:
             first = len(sources) + 1
-            values = [v for seed in seeds
-                      if (v := _seed_run(row, fraction, seed, at, sources)) is not None]
+            found = {seed: data for seed in seeds
+                     if (data := _seed_run(row, fraction, seed, metrics[0], at, sources))}
+            runs[name].append(found)
             refs = f"[{first}–{len(sources)}]" if len(sources) > first else f"[{first}]"
-            if not values:
-                cells.append(f"{NOT_RUN} {refs}")
-                continue
-            mean = 100.0 * float(np.mean(values))
-            text = f"{mean:.1f}"
-            if len(values) > 1:
-                text += f" ± {100.0 * float(np.std(values, ddof=1)):.1f}"
-            if len(values) < len(seeds):
-                text += f" ({len(values)} of {len(seeds)} seeds)"
-            cells.append(f"{text} {refs}")
+            for metric in metrics:
+                values = [v for d in found.values() if (v := _metric(d, metric)) is not None]
+                cells.append(f"{_percent_over_seeds(values, len(seeds))} {refs}" if values
+                             else f"{NOT_RUN} {refs}")
         body.append(cells)
-    header = ["init"] + [f"mIoU (%) @ {float(f) * 100:g} % labels" for f in fractions]
+    for i, gain in enumerate(spec.get("gains", [])):
+        at = f"{where}, gain {i + 1}"
+        of, minus = str(_require(gain, "of", at)), str(_require(gain, "minus", at))
+        for key in (of, minus):
+            if key not in runs:
+                raise ManifestError(f"{at}: no row named {key!r}")
+        cells = [f"**{_require(gain, 'name', at)}** (paired by seed)"]
+        for k in range(len(fractions)):
+            a, b = runs[of][k], runs[minus][k]
+            for metric in metrics:
+                diffs = [_metric(a[s], metric) - _metric(b[s], metric) for s in seeds
+                         if s in a and s in b and _metric(a[s], metric) is not None
+                         and _metric(b[s], metric) is not None]
+                cells.append(f"**{_percent_over_seeds(diffs, len(seeds), sign=True)}**" if diffs
+                             else NOT_RUN)
+        body.append(cells)
+    header = ["init"] + [f"{METRICS[m]} (%) @ {float(f) * 100:g} % labels"
+                         for f in fractions for m in metrics]
     lines = _table(header, body)
     lines += ["", f"Mean ± sample standard deviation over seeds {seeds}."]
+    if spec.get("steps"):
+        steps_body = [[name] + [_steps_cell(list(found.values())) if found else NOT_RUN
+                                for found in per_fraction]
+                      for name, per_fraction in runs.items()]
+        lines += ["", "Optimiser steps, planned / trained / of the kept checkpoint (mean over "
+                  "seeds, range in brackets):", ""]
+        lines += _table(["init"] + [f"@ {float(f) * 100:g} % labels" for f in fractions],
+                        steps_body)
     return lines
 
 
+def segmentation_table(spec: dict, where: str, sources: list[Source]) -> list[str]:
+    """Markdown lines of a `kind: segmentation` table: one row per evaluate_segmentation.py
+    metrics.json (scans, mIoU, PQ, then the IoU of every class, in %)."""
+    rows, names = [], None
+    for i, row in enumerate(_require(spec, "rows", where)):
+        at = f"{where}, row {i + 1}"
+        name, path = str(_require(row, "name", at)), str(_require(row, "metrics", at))
+        planned = str(row.get("command", ""))
+        if not Path(path).is_file():
+            rows.append((f"{name} {_cite(sources, Source(path, 'all', planned, NOT_RUN))}",
+                         None))
+            continue
+        data = _read_json(Path(path))
+        for key in ("miou", "per_class_iou", "num_frames"):
+            if key not in data:
+                raise ManifestError(f"{path}: no '{key}' (not an evaluate_segmentation.py "
+                                    "metrics.json)")
+        if names is None:
+            names = list(data["per_class_iou"])
+        elif list(data["per_class_iou"]) != names:
+            raise ManifestError(f"{path}: other classes than the table's first row")
+        command = str(data.get("command") or planned)
+        if not command:
+            raise ManifestError(f"{at}: {path} records no command and the manifest gives "
+                                "none; a figure must be traceable to its command")
+        rows.append((f"{name} {_cite(sources, Source(path, 'all', command, 'ok'))}", data))
+    names = names or []
+    percent = "{:.1%}"
+    body = []
+    for label, data in rows:
+        if data is None:
+            body.append([label] + [NOT_RUN] * (3 + len(names)))
+            continue
+        body.append([label, _format(data["num_frames"], "{:d}"),
+                     _format(data["miou"], percent), _format(data.get("pq"), percent)]
+                    + [_format(data["per_class_iou"][n], percent) for n in names])
+    return _table(["model", "scans", "mIoU", "PQ"] + [f"{n} IoU" for n in names], body)
+
+
 TABLE_KINDS = {"calibration": calibration_table, "label_efficiency": label_efficiency_table,
-               "seeded_calibration": seeded_calibration_table}
+               "seeded_calibration": seeded_calibration_table,
+               "segmentation": segmentation_table}
 
 
 def render(manifest: dict, manifest_path: str, command: str) -> str:

@@ -2,12 +2,21 @@
 
 `finetune(cfg, out_dir)` writes into `out_dir`: `config.yaml` (resolved), `train.log`,
 `tb/` (TensorBoard scalars), `label_subset.json` (the labelled scans used),
-`checkpoints/last.pt` (atomic; also every `train.checkpoint_every` steps) and
-`metrics.json`: `miou`, `per_class_iou` (class name -> IoU, null for classes absent from
-both prediction and ground truth), `label_fraction`, `seed`, `init`,
-`num_labelled_frames`, `num_train_frames`, `num_val_frames`, `steps`, `eval_points`, and
-with the instance head `pq`, `sq`, `rq`, `pq_things`, `pq_stuff` (class means over the
-thing / stuff classes seen), `per_class_pq`.
+`checkpoints/last.pt` (atomic; also every `train.checkpoint_every` steps),
+`checkpoints/best.pt` (the best validation mIoU so far) and `metrics.json`.
+
+The schedule's length follows the label fraction (`plan_schedule`); the model is validated
+(mIoU on `data.val_split`) `train.validations` times over it, the best validation's weights
+are kept and training stops early after `train.patience` validations without a gain. The
+kept checkpoint is then evaluated on `data.test_split` (held-out scenes) when one is set,
+otherwise on the validation scans. `metrics.json` holds that evaluation (`miou`,
+`per_class_iou` (class name -> IoU, null for classes absent from both prediction and ground
+truth), `confusion_matrix` and, with the instance head, `pq`, `sq`, `rq`, `pq_things`,
+`pq_stuff`, `per_class_pq`; see `nclr_core.engine.segmentation_eval`), `evaluated_on`,
+`checkpoint_step`, `label_fraction`, `seed`, `init`, `num_labelled_frames`,
+`num_train_frames`, `num_val_frames`, `steps` (trained), `schedule` (how its length was
+chosen, `total_steps`, `stopped_at_step`, `stop_reason`) and `validation` (`best_miou`,
+`best_step`, `history` of {step, miou}).
 
 Segmentation checkpoints (`kind` = `SEGMENTATION_KIND`) hold `model` (state dict),
 `model_kwargs` (SegmentationNet kwargs), `class_names`, `config`, `step`; they rebuild
@@ -43,10 +52,14 @@ from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_c
 from nclr_core.engine.finetune_config import FinetuneConfig
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.run_dir import setup_logging
+from nclr_core.engine.segmentation_eval import (
+    batch_to,
+    evaluate_segmentation,
+    evenly_spaced,
+)
 from nclr_core.engine.trainer import cosine_with_warmup
 from nclr_core.models.backbone_checkpoint import load_backbone
 from nclr_core.models.segmentation import SegmentationNet
-from nclr_core.segmentation_metrics import ConfusionMatrix, PanopticQuality
 
 log = logging.getLogger("nclr.finetune")
 
@@ -118,9 +131,9 @@ def load_segmentation_model(path: str | os.PathLike, map_location: str | torch.d
     return model.eval(), checkpoint
 
 
-def _reader(cfg: FinetuneConfig, split: list[str]) -> SemanticKittiDataset:
+def _reader(root: str, split: list[str]) -> SemanticKittiDataset:
     # synthetic data is written in the SemanticKITTI layout
-    return SemanticKittiDataset(cfg.data.root, sequences=tuple(split))
+    return SemanticKittiDataset(root, sequences=tuple(split))
 
 
 def _device(name: str) -> torch.device:
@@ -137,55 +150,88 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+def plan_schedule(cfg: FinetuneConfig, batches_per_epoch: int) -> dict[str, Any]:
+    """The schedule's length (see `SegTrainConfig`): `source`, `table_epochs` (the paper's
+    epochs of the label fraction, None unless used), `epoch_scale`, `epochs`,
+    `batches_per_epoch`, `total_steps` (the cosine schedule's length) and `stop_step`
+    (`train.max_steps` when smaller). Raises ConfigError when it is empty or the label
+    fraction is not in `train.epochs_by_fraction`."""
+    t = cfg.train
+    plan: dict[str, Any] = {"table_epochs": None, "epoch_scale": None,
+                            "batches_per_epoch": batches_per_epoch}
+    if t.steps:
+        plan.update(source="train.steps", epochs=t.steps / batches_per_epoch,
+                    total_steps=t.steps)
+    else:
+        if t.epochs:
+            plan.update(source="train.epochs", epochs=t.epochs)
+        else:
+            table = {float(k): int(v) for k, v in t.epochs_by_fraction.items()}
+            match = [k for k in table if math.isclose(k, cfg.label_fraction, rel_tol=1e-9)]
+            if not match:
+                raise ConfigError(
+                    f"label fraction {cfg.label_fraction:g} is not in train.epochs_by_fraction "
+                    f"({', '.join(f'{k:g}' for k in sorted(table))}); add it or set "
+                    "train.epochs")
+            if t.epoch_scale <= 0:
+                raise ConfigError(f"train.epoch_scale must be positive, got {t.epoch_scale}")
+            epochs = max(1, round(table[match[0]] * t.epoch_scale))
+            plan.update(source="train.epochs_by_fraction x train.epoch_scale",
+                        table_epochs=table[match[0]], epoch_scale=t.epoch_scale, epochs=epochs)
+        plan["total_steps"] = int(plan["epochs"]) * batches_per_epoch
+    plan["stop_step"] = min(plan["total_steps"], t.max_steps or plan["total_steps"])
+    if plan["stop_step"] < 1:
+        raise ConfigError(f"nothing to train: train.epochs = {t.epochs}, train.steps = "
+                          f"{t.steps}, train.max_steps = {t.max_steps}")
+    if t.validations < 1:
+        raise ConfigError(f"train.validations must be at least 1, got {t.validations}")
+    if t.patience is not None and t.patience < 1:
+        raise ConfigError(f"train.patience must be at least 1 or null, got {t.patience}")
+    plan["validate_every"] = max(1, math.ceil(plan["total_steps"] / t.validations))
+    return plan
 
 
-def _nan_to_none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+class EarlyStopping:
+    """Tracks the best validation mIoU; `update` says whether this one is a new best, and
+    `exhausted` whether `patience` validations in a row brought no gain above
+    `min_improvement` (never with patience None)."""
 
+    def __init__(self, patience: int | None, min_improvement: float) -> None:
+        self.patience, self.min_improvement = patience, min_improvement
+        self.best: float | None = None
+        self.best_step = 0
+        self.since_best = 0
 
-@torch.no_grad()
-def evaluate_segmentation(model: SegmentationNet, dataset: SegmentationDataset,
-                          device: torch.device, names: list[str],
-                          pq_min_points: int) -> dict[str, Any]:
-    """mIoU and per-class IoU (and PQ / SQ / RQ with the instance head) over `dataset`."""
-    model.eval()
-    confusion = ConfusionMatrix(model.num_classes, model.ignore_index)
-    panoptic = (PanopticQuality(model.num_classes, model.ignore_index, pq_min_points)
-                if model.has_instance_head else None)
-    loader = DataLoader(dataset, batch_size=1, collate_fn=collate_points)
-    for batch in tqdm(loader, desc="evaluate", leave=False):
-        batch = _to(batch, device)
-        out = model(batch["points"], batch["offset"])
-        semantic = out["logits"].argmax(dim=1)
-        confusion.update(semantic.cpu().numpy(), batch["labels"].cpu().numpy())
-        if panoptic is not None:
-            sem, inst = model.predict_instances(batch["points"], semantic, out["offsets"])
-            panoptic.update(sem.cpu().numpy(), inst.cpu().numpy(),
-                            batch["labels"].cpu().numpy(), batch["instances"].cpu().numpy())
-    iou = confusion.iou()
-    metrics: dict[str, Any] = {
-        "miou": _nan_to_none(confusion.miou()),
-        "per_class_iou": {n: _nan_to_none(v) for n, v in zip(names, iou, strict=True)},
-    }
-    if panoptic is not None:
-        metrics.update({k: _nan_to_none(v) for k, v in panoptic.summary().items()})
-        per_class_pq = panoptic.per_class()["pq"]
-        things = np.isin(np.arange(model.num_classes), model.thing_classes.cpu().numpy())
-        for key, group in (("pq_things", things), ("pq_stuff", ~things)):
-            values = per_class_pq[group]
-            metrics[key] = (float(np.nanmean(values)) if np.isfinite(values).any() else None)
-        metrics["per_class_pq"] = {n: _nan_to_none(v) for n, v in
-                                   zip(names, per_class_pq, strict=True)}
-    return metrics
+    def update(self, step: int, miou: float | None) -> bool:
+        value = -math.inf if miou is None else miou
+        if self.best is None or value > self.best + self.min_improvement:
+            self.best, self.best_step, self.since_best = value, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.since_best >= self.patience
 
 
 def _save(path: Path, model: SegmentationNet, cfg: FinetuneConfig, names: list[str],
-          step: int) -> None:
+          step: int, **extra: Any) -> None:
     save_checkpoint(path, kind=SEGMENTATION_KIND, model=model.state_dict(),
                     model_kwargs=model_kwargs(cfg), class_names=names, config=to_dict(cfg),
-                    step=step)
+                    step=step, **extra)
+
+
+def _eval_set(cfg: FinetuneConfig, root: str, split: list[str], limit: int | None
+              ) -> tuple[SegmentationDataset, dict[str, Any]]:
+    """All (or `limit` evenly spaced) scans of `split`, cropped to the point range, and a
+    description for metrics.json."""
+    reader = _reader(root, split)
+    indices = evenly_spaced(len(reader), limit)
+    dataset = SegmentationDataset(reader, indices,
+                                  segmentation_transform(cfg.data.point_range, None, None),
+                                  cfg.seed)
+    return dataset, {"root": str(root), "split": list(split), "num_frames": len(indices)}
 
 
 def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -202,54 +248,53 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     _seed_everything(cfg.seed)
     model = build_model(cfg).to(device)  # first: a wrong --init fails before any data work
 
-    train_reader = _reader(cfg, cfg.data.train_split)
+    d = cfg.data
+    train_reader = _reader(d.root, d.train_split)
     frames = train_reader.frames
     labelled = select_labelled_frames(frames, cfg.label_fraction, cfg.seed)
     write_text_atomic(out / "label_subset.json", json.dumps(
         {"label_fraction": cfg.label_fraction, "seed": cfg.seed, "level": "scene",
          "frames": [list(frames[i]) for i in labelled]}, indent=1))
-    d = cfg.data
     augment = AugmentPoints(math.radians(d.rotation_range_deg), d.scale_range,
                             d.flip_probability)
     train_set = SegmentationDataset(
         train_reader, labelled, segmentation_transform(d.point_range, d.max_points, augment),
         cfg.seed)
-    val_reader = _reader(cfg, d.val_split)
-    num_val = len(val_reader) if d.val_max_frames is None else min(len(val_reader),
-                                                                   d.val_max_frames)
-    val_set = SegmentationDataset(val_reader, range(num_val),
-                                  segmentation_transform(d.point_range, None, None), cfg.seed)
+    val_set, val_info = _eval_set(cfg, d.root, d.val_split, d.val_max_frames)
+    test = (_eval_set(cfg, d.test_root or d.root, d.test_split, d.test_max_frames)
+            if d.test_split else None)
 
     batch_size = min(cfg.train.batch_size, len(train_set))
-    batches_per_epoch = len(train_set) // batch_size
-    total_steps = cfg.train.steps or cfg.train.epochs * batches_per_epoch
-    stop_step = min(total_steps, cfg.train.max_steps or total_steps)
-    if stop_step < 1:
-        raise ConfigError(f"nothing to train: train.epochs = {cfg.train.epochs}, train.steps "
-                          f"= {cfg.train.steps}, train.max_steps = {cfg.train.max_steps}")
+    plan = plan_schedule(cfg, len(train_set) // batch_size)
+    total_steps, stop_step = plan["total_steps"], plan["stop_step"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
-    log.info("%d of %d training scans labelled (fraction %g, seed %d), batch %d, %d steps "
-             "planned, stopping at %d; %d validation scans; init %s", len(train_set),
-             len(frames), cfg.label_fraction, cfg.seed, batch_size, total_steps, stop_step,
-             num_val, cfg.init)
+    log.info("%d of %d training scans labelled (fraction %g, seed %d), batch %d; schedule "
+             "%s epochs = %d steps (%s), stopping at %d at the latest; validation every %d "
+             "steps on %d scans, patience %s; init %s", len(train_set), len(frames),
+             cfg.label_fraction, cfg.seed, batch_size, plan["epochs"], total_steps,
+             plan["source"], stop_step, plan["validate_every"], val_info["num_frames"],
+             cfg.train.patience, cfg.init)
 
     writer = SummaryWriter(str(out / "tb"))
+    stopper = EarlyStopping(cfg.train.patience, cfg.train.min_improvement)
+    history: list[dict[str, Any]] = []
     progress = tqdm(total=stop_step, desc="finetune")
-    step = 0
+    step, stop_reason = 0, "end of the schedule" if stop_step == total_steps else \
+        "train.max_steps"
     while step < stop_step:
-        epoch = step // batches_per_epoch
+        epoch = step // plan["batches_per_epoch"]
         train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         loader = DataLoader(train_set, batch_size=batch_size, drop_last=True,
                             sampler=RandomSampler(train_set, generator=generator),
                             collate_fn=collate_points, num_workers=d.num_workers)
-        model.train()
         for batch in loader:
-            batch = _to(batch, device)
+            model.train()
+            batch = batch_to(batch, device)
             outputs = model(batch["points"], batch["offset"])
             losses = model.loss(outputs, batch["points"], batch["offset"], batch["labels"],
                                 batch["instances"])
@@ -270,23 +315,52 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
                          " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())))
             if step % cfg.train.checkpoint_every == 0 and step < stop_step:
                 _save(out / "checkpoints" / "last.pt", model, cfg, names, step)
+            if step % plan["validate_every"] == 0 or step == stop_step:
+                miou = evaluate_segmentation(model, val_set, device, names,
+                                             cfg.eval.pq_min_points, panoptic=False)["miou"]
+                history.append({"step": step, "miou": miou})
+                if miou is not None:
+                    writer.add_scalar("val/miou", miou, step)
+                if stopper.update(step, miou):
+                    _save(out / "checkpoints" / "best.pt", model, cfg, names, step,
+                          val_miou=miou)
+                log.info("validation at step %d: mIoU %s (best %.4f at step %d)", step,
+                         "n/a" if miou is None else f"{miou:.4f}", stopper.best,
+                         stopper.best_step)
+                if stopper.exhausted and step < stop_step:
+                    stop_reason = (f"early stop: no validation gain for "
+                                   f"{cfg.train.patience} validations")
+                    stop_step = step
             if step >= stop_step:
                 break
     progress.close()
     _save(out / "checkpoints" / "last.pt", model, cfg, names, step)
+    log.info("stopped at step %d (%s); best validation mIoU %.4f at step %d", step,
+             stop_reason, stopper.best, stopper.best_step)
 
-    metrics = evaluate_segmentation(model, val_set, device, names, cfg.eval.pq_min_points)
+    best = load_checkpoint(out / "checkpoints" / "best.pt", device)
+    model.load_state_dict(best["model"], strict=True)
+    eval_set, eval_info = test if test is not None else (val_set, val_info)
+    metrics = evaluate_segmentation(model, eval_set, device, names, cfg.eval.pq_min_points)
     for key in ("miou", "pq", "sq", "rq"):
         if metrics.get(key) is not None:
-            writer.add_scalar(f"val/{key}", metrics[key], step)
+            writer.add_scalar(f"eval/{key}", metrics[key], stopper.best_step)
     writer.close()
     metrics.update({
         "label_fraction": cfg.label_fraction, "seed": cfg.seed, "init": cfg.init,
         "num_labelled_frames": len(train_set), "num_train_frames": len(frames),
-        "num_val_frames": num_val, "steps": step,
-        "eval_points": "points inside data.point_range of each validation scan",
+        "num_val_frames": val_info["num_frames"], "steps": step,
+        "checkpoint": "checkpoints/best.pt", "checkpoint_step": stopper.best_step,
+        "evaluated_on": {**eval_info, "set": "test" if test is not None else "validation"},
+        "eval_points": "points inside data.point_range of each evaluated scan",
+        "schedule": {**plan, "stopped_at_step": step, "stop_reason": stop_reason},
+        "validation": {**val_info, "every_steps": plan["validate_every"],
+                       "patience": cfg.train.patience, "best_miou": stopper.best,
+                       "best_step": stopper.best_step, "history": history},
     })
     write_metrics_json(out / "metrics.json", metrics)
-    log.info("mIoU %.4f over %d validation scans; written to %s",
-             metrics["miou"] if metrics["miou"] is not None else float("nan"), num_val, out)
+    log.info("mIoU %.4f on %s %s (%d scans), checkpoint of step %d; written to %s",
+             metrics["miou"] if metrics["miou"] is not None else float("nan"),
+             eval_info["root"], " ".join(eval_info["split"]), eval_info["num_frames"],
+             stopper.best_step, out)
     return metrics

@@ -24,7 +24,15 @@ class SegDataConfig:
     val_split: list[str] = field(default_factory=lambda: ["01"])
     point_range: Range6 = (-51.2, -51.2, -4.0, 51.2, 51.2, 4.0)
     max_points: int = 80000  # training cap per scan (uniform draw); evaluation keeps all
+    # validation (checkpoint selection, early stop): at most this many scans of val_split,
+    # evenly spaced over it (None: all)
     val_max_frames: int | None = None
+    # held-out evaluation of the selected checkpoint, e.g. scenes of another seed: scans of
+    # test_split under test_root (None: root); empty test_split: the validation scans are
+    # the ones reported
+    test_root: str | None = None
+    test_split: list[str] = field(default_factory=list)
+    test_max_frames: int | None = None
     num_workers: int = 0
     # training augmentation, applied before the crop: rotation about z, uniform in
     # [-rotation_range_deg, rotation_range_deg]; isotropic scale in scale_range; mirror
@@ -56,13 +64,24 @@ class SegModelConfig:
     cluster_min_points: int = 50
 
 
+def paper_epochs_by_fraction() -> dict[float, int]:
+    """The paper's fine-tuning epochs per label fraction (METHOD.md §7)."""
+    return {0.001: 1000, 0.01: 500, 0.1: 100, 0.5: 50, 1.0: 30}
+
+
 @dataclass
 class SegTrainConfig:
-    """Optimisation (METHOD.md §7): AdamW, cosine schedule with linear warm-up."""
+    """Optimisation (METHOD.md §7): AdamW, cosine schedule with linear warm-up; validation
+    every so often, the best validation mIoU's checkpoint kept, early stop.
 
-    epochs: int = 30
-    # fixed number of optimiser steps (the schedule's length), replacing epochs when set:
-    # the same compute at every label fraction
+    The schedule's length, first that is set: `steps` (optimiser steps, the same compute at
+    every label fraction), `epochs`, else `epochs_by_fraction[label_fraction]` times
+    `epoch_scale` (the paper's epochs, shortened by one common factor), at least one epoch.
+    """
+
+    epochs: int | None = None
+    epochs_by_fraction: dict[float, int] = field(default_factory=paper_epochs_by_fraction)
+    epoch_scale: float = 1.0
     steps: int | None = None
     batch_size: int = 4
     lr: float = 1e-3
@@ -73,6 +92,11 @@ class SegTrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
     checkpoint_every: int = 500  # steps; the last checkpoint is always written
+    validations: int = 10  # evenly spaced over the planned schedule (and at the last step)
+    # stop after this many validations without an mIoU gain above min_improvement
+    # (null: run the whole schedule)
+    patience: int | None = 3
+    min_improvement: float = 0.0
 
 
 @dataclass

@@ -43,12 +43,13 @@ def _drive(timeout_s: float) -> dict:
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
+    from nclr_core.class_table import load_class_table
     from nclr_ros.pointcloud2 import (
         array_to_pointcloud2,
         pointcloud2_to_array,
         xyz_fields_to_pointcloud2,
     )
-    from nclr_ros.segmentation_node import load_class_table, packed_rgb
+    from nclr_ros.segmentation_node import packed_rgb
 
     rclpy.init()
     node = rclpy.create_node("nclr_segmentation_driver")
@@ -204,8 +205,9 @@ def test_parameter_defaults_match_config_yaml():
 
 
 def test_default_class_table_is_semantic_kitti():
+    from nclr_core.class_table import load_class_table
     from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
-    from nclr_ros.segmentation_node import load_class_table, packed_rgb
+    from nclr_ros.segmentation_node import packed_rgb
 
     table = load_class_table(REPO / "config" / "semantic_kitti_classes.yaml")
     assert table.names == list(SEMANTIC_KITTI_CLASSES)
@@ -226,7 +228,7 @@ def test_default_class_table_is_semantic_kitti():
     ("classes: [\n", "cannot read"),
 ])
 def test_bad_class_tables_are_refused_naming_the_file(tmp_path, text, problem):
-    from nclr_ros.segmentation_node import load_class_table
+    from nclr_core.class_table import load_class_table
 
     path = tmp_path / "classes.yaml"
     path.write_text(text)
@@ -247,13 +249,52 @@ def test_node_refuses_classes_that_differ_from_the_checkpoint(tmp_path):
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=random.randint(100, 200))
     try:
-        with pytest.raises(ValueError, match="model_path is empty"):
-            SegmentationNode(context=context)
         with pytest.raises(ValueError, match=r"names 19 classes .* trained on 3"):
             SegmentationNode(context=context, parameter_overrides=[
                 Parameter("model_path", value=str(checkpoint))])
     finally:
         context.try_shutdown()
+
+
+def test_empty_model_path_uses_the_shipped_model():
+    import rclpy
+
+    from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
+    from nclr_ros.package_files import package_file
+    from nclr_ros.segmentation_node import SHIPPED_MODEL, SegmentationNode
+
+    shipped = package_file("models", SHIPPED_MODEL)
+    assert shipped is not None, f"models/{SHIPPED_MODEL} is missing from the package"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    try:
+        node = SegmentationNode(context=context)
+        try:
+            assert node.params["model_path"] == str(shipped)
+            assert node.segmenter.class_names == list(SEMANTIC_KITTI_CLASSES)
+        finally:
+            node.shutdown()
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_a_missing_shipped_model_is_a_clear_error():
+    import rclpy
+
+    from nclr_ros.node_common import model_path_or_shipped
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    try:
+        node = rclpy.create_node("shipped_model_check", context=context)
+        assert model_path_or_shipped(node, "/my/seg.pt", "absent.pt", "x") == "/my/seg.pt"
+        with pytest.raises(ValueError, match="model_path is empty and the package has no "
+                                             "models/absent.pt"):
+            model_path_or_shipped(node, "", "absent.pt", "fine-tuned")
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 @pytest.mark.slow

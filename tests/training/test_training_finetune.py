@@ -184,3 +184,67 @@ def test_a_few_steps_fit_one_scan(synthetic_root):
     freq = torch.bincount(batch["labels"]).double() / len(batch["labels"])
     entropy = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
     assert losses[-1] < 0.8 * entropy < losses[0], (losses, entropy)
+
+
+def test_schedule_follows_the_label_fraction_scaled_by_one_factor():
+    from nclr_core.engine.finetune import plan_schedule
+
+    def plan(fraction: float, *sets: str, batches: int = 12) -> dict:
+        cfg = load_config(FinetuneConfig, CONFIG, list(sets))
+        cfg.label_fraction = fraction
+        return plan_schedule(cfg, batches)
+
+    # the paper's 500 / 100 / 30 epochs, times the config's epoch_scale 0.5
+    assert plan(0.01, batches=1)["total_steps"] == 250
+    ten = plan(0.1)
+    assert (ten["table_epochs"], ten["epochs"], ten["total_steps"]) == (100, 50, 600)
+    assert ten["validate_every"] == 60 and ten["stop_step"] == 600
+    assert plan(1.0, "train.epoch_scale=1", batches=120)["total_steps"] == 3600
+    assert plan(0.5, "train.epoch_scale=0.001", batches=3)["epochs"] == 1  # at least one
+    explicit = plan(0.1, "train.epochs=7")
+    assert explicit["source"] == "train.epochs" and explicit["total_steps"] == 84
+    fixed = plan(0.1, "train.steps=120", "train.max_steps=50")
+    assert (fixed["total_steps"], fixed["stop_step"]) == (120, 50)
+    with pytest.raises(ConfigError, match=r"label fraction 0.05 is not in "
+                                          r"train.epochs_by_fraction \(0.001, 0.01, 0.1"):
+        plan(0.05)
+    with pytest.raises(ConfigError, match="train.patience must be at least 1"):
+        plan(0.1, "train.patience=0")
+
+
+def test_early_stopping_keeps_the_best_and_counts_validations_without_gain():
+    from nclr_core.engine.finetune import EarlyStopping
+
+    stopper = EarlyStopping(patience=2, min_improvement=0.01)
+    assert stopper.update(10, 0.30) and not stopper.exhausted
+    assert not stopper.update(20, 0.305)  # below min_improvement: no gain
+    assert stopper.update(30, 0.32) and stopper.best_step == 30
+    assert not stopper.update(40, None) and not stopper.exhausted  # no mIoU: no gain
+    assert not stopper.update(50, 0.2) and stopper.exhausted
+    assert (stopper.best, stopper.best_step) == (0.32, 30)
+    assert not EarlyStopping(None, 0.0).exhausted
+
+
+def test_run_keeps_the_best_validation_checkpoint_and_reports_the_test_split(
+        synthetic_root, tmp_path):
+    """A run that counts no gain as an improvement (min_improvement 1) stops early after
+    `patience` validations past its first, keeps step 1's weights and evaluates them on the
+    test split."""
+    out = tmp_path / "run"
+    assert _run(synthetic_root, out, "scratch", "train.max_steps=null", "train.steps=12",
+                "train.validations=12", "train.patience=2", "train.min_improvement=1.0",
+                "model.instance_head=false", "data.test_split=['00']",
+                "data.test_max_frames=1", fraction=1.0) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    schedule, validation = metrics["schedule"], metrics["validation"]
+    assert schedule["total_steps"] == 12 and schedule["validate_every"] == 1
+    assert schedule["stopped_at_step"] == metrics["steps"] == 3
+    assert schedule["stop_reason"].startswith("early stop")
+    assert [h["step"] for h in validation["history"]] == [1, 2, 3]
+    assert validation["best_step"] == metrics["checkpoint_step"] == 1
+    assert metrics["evaluated_on"] == {"root": str(synthetic_root), "split": ["00"],
+                                       "num_frames": 1, "set": "test"}
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert best["step"] == 1 and best["val_miou"] == validation["history"][0]["miou"]
+    assert len(metrics["confusion_matrix"]) == 19
+    assert sum(map(sum, metrics["confusion_matrix"])) == metrics["num_points"] > 0

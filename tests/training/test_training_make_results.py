@@ -102,7 +102,7 @@ def test_the_repository_manifest_renders_with_no_runs(tmp_path, monkeypatch):
     assert _module().main(["--manifest", str(REPO / "training" / "results_manifest.yaml"),
                            "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("## ") == 6 and "not run" in text and "(no command given)" not in text
+    assert text.count("## ") == 12 and "not run" in text and "(no command given)" not in text
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -158,3 +158,56 @@ def test_seeded_table_gives_mean_and_std_over_seeds_with_vectors(tmp_path, monke
             "`python train --seed 0`): `python eval --seed 0`") in text
     assert "(registration, seed 2; the checkpoint of `python train --seed 2`) — **not run**: " \
         "`python eval --seed 2`" in text
+
+
+def test_paired_gains_several_metrics_and_steps(tmp_path, monkeypatch):
+    def run(init: str, seed: int, miou: float, pq: float | None) -> dict:
+        return {"miou": miou, "pq": pq, "label_fraction": 0.01, "seed": seed, "init": init,
+                "steps": 90 + seed, "checkpoint_step": 60 + 10 * seed,
+                "schedule": {"total_steps": 100}}
+
+    for seed, (a, b) in enumerate(((0.50, 0.40), (0.52, 0.45), (0.60, 0.47))):
+        _write(tmp_path / f"p/s{seed}/metrics.json", run("m.pt", seed, a, a / 2))
+        if seed < 2:  # the third scratch seed has no PQ
+            _write(tmp_path / f"s/s{seed}/metrics.json", run("scratch", seed, b, b / 2))
+        else:
+            _write(tmp_path / f"s/s{seed}/metrics.json", run("scratch", seed, b, None))
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"title": "T", "tables": [{
+        "title": "Gains", "kind": "label_efficiency", "metric": ["miou", "pq"],
+        "fractions": [0.01], "seeds": [0, 1, 2], "steps": True,
+        "gains": [{"name": "pre-trained − scratch", "of": "pre", "minus": "scratch"}],
+        "rows": [{"name": "scratch", "init": "scratch", "metrics": "s/s{seed}/metrics.json",
+                  "command": "ft scratch {seed}"},
+                 {"name": "pre", "init": "pretrained", "metrics": "p/s{seed}/metrics.json",
+                  "command": "ft pre {seed}"}]}]}, allow_unicode=True))
+    monkeypatch.chdir(tmp_path)
+    assert _module().main(["--manifest", str(manifest), "--out", "R.md"]) == 0
+    lines = (tmp_path / "R.md").read_text().splitlines()
+    assert "| init | mIoU (%) @ 1 % labels | PQ (%) @ 1 % labels |" in lines
+    gain = next(line for line in lines if line.startswith("| **pre-trained − scratch**"))
+    # mIoU differences 10, 7, 13 points; PQ differences 5, 3.5 (seed 2 has no scratch PQ)
+    assert "**+10.0 ± 3.0**" in gain and "**+4.2 ± 1.1 (2 of 3 seeds)**" in gain
+    scratch = next(line for line in lines if line.startswith("| scratch"))
+    assert "44.0 ± 3.6 [1–3]" in scratch and "21.3 ± 1.8 (2 of 3 seeds) [1–3]" in scratch
+    steps = [line for line in lines if line.startswith("| pre |")][-1]
+    assert steps == "| pre | 100 / 91 (90–92) / 70 (60–80) |"
+
+
+def test_segmentation_rows_show_miou_pq_and_every_class(tmp_path, monkeypatch):
+    _write(tmp_path / "seg/metrics.json",
+           {"command": "python training/evaluate_segmentation.py --out seg", "miou": 0.5,
+            "num_frames": 12, "per_class_iou": {"car": 0.75, "road": None}})
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump({"title": "T", "tables": [{
+        "title": "Seg", "kind": "segmentation", "rows": [
+            {"name": "shipped", "metrics": "seg/metrics.json"},
+            {"name": "other", "metrics": "absent/metrics.json", "command": "python x"}]}]}))
+    monkeypatch.chdir(tmp_path)
+    assert _module().main(["--manifest", str(manifest), "--out", "R.md"]) == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "| model | scans | mIoU | PQ | car IoU | road IoU |" in text
+    assert "| shipped [1] | 12 | 50.0% | n/a | 75.0% | n/a |" in text
+    assert "| other [2] | not run | not run | not run | not run | not run |" in text
+    assert "1. `seg/metrics.json` (all): `python training/evaluate_segmentation.py --out seg`" \
+        in text
