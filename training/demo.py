@@ -6,7 +6,8 @@
         [--stages global,guided,joint]
 
 1. generates a short synthetic drive (one sequence) with a seed the shipped checkpoint was
-   not trained on (`DEMO_SEED`; training/configs/synthetic_cpu.yaml uses seed 0);
+   not trained on (`nclr_ros.demo_drive.DEMO_SEED`; training/configs/synthetic_cpu.yaml
+   uses seed 0);
 2. converts it to a ROS 2 bag (`nclr_ros.bag_convert`: image, camera_info, points, and the
    ground truth on /tf_static);
 3. evaluates the checkpoint on the bag with `nclr-bag eval` (`nclr_ros.bag_eval`): live
@@ -25,13 +26,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import shutil
 import sys
 from pathlib import Path
 
+from nclr_ros.demo_drive import add_drive_arguments, make_drive_bag
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "models" / "nclr_synthetic.pt"
-DEMO_SEED = 1  # held out: the shipped checkpoint was pre-trained on seed 0
 DEMO_STAGES = "global,guided,joint"
 HOW_TO_MAKE = ("make it with `python training/pretrain.py --config "
                "training/configs/synthetic_cpu.yaml` (after `python training/make_synthetic.py "
@@ -48,11 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "nclr_synthetic.pt)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo",
                         help="output folder (replaced parts: synthetic/, bag/, eval/)")
-    parser.add_argument("--frames", type=int, default=25, help="frames of the drive (10 Hz)")
-    parser.add_argument("--width", type=int, default=1242, help="image width (pixels)")
-    parser.add_argument("--height", type=int, default=375, help="image height (pixels)")
-    parser.add_argument("--beams", type=int, choices=(64, 32, 16), default=64,
-                        help="LiDAR preset")
+    add_drive_arguments(parser, frames=25)
     parser.add_argument("--offline", action="store_true",
                         help="evaluate in-process instead of through the ROS node")
     parser.add_argument("--prior-deg", type=float, default=10.0,
@@ -77,25 +74,6 @@ def _rclpy_works() -> bool:
     except ImportError:
         return False
     return True
-
-
-def make_bag(args: argparse.Namespace) -> Path:
-    """Generate the drive and write it as a bag; returns the bag folder."""
-    from nclr_core.data.synthetic.sequence import SyntheticConfig
-    from nclr_core.data.synthetic.writer import write_dataset
-    from nclr_ros.bag_convert import convert
-
-    data, bag = args.out / "synthetic", args.out / "bag"
-    log.info("1/3 generating %d synthetic frames (%dx%d, %d beams, seed %d) in %s",
-             args.frames, args.width, args.height, args.beams, DEMO_SEED, data)
-    write_dataset(data, 1, args.frames, DEMO_SEED,
-                  SyntheticConfig(width=args.width, height=args.height, beams=args.beams),
-                  overwrite=True)
-    if bag.exists():
-        shutil.rmtree(bag)
-    log.info("2/3 converting to the bag %s", bag)
-    convert("synthetic", data, bag)
-    return bag
 
 
 def evaluate_bag(args: argparse.Namespace, bag: Path, live: bool) -> dict:
@@ -182,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from nclr_ros.bag_messages import BagError
 
     try:
-        bag = make_bag(args)
+        _, bag = make_drive_bag(args.out, args)
         metrics = evaluate_bag(args, bag, live=not args.offline)
     except (BagError, FileNotFoundError, ValueError) as err:
         print(f"demo.py: error: {' '.join(str(err).split())}", file=sys.stderr)

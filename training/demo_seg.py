@@ -4,7 +4,7 @@
         [--frames 8] [--beams 64] [--rate 0.05]
 
 1. generates a short synthetic drive (one sequence) with a seed the shipped models never saw
-   (`DEMO_SEED`; they were trained on seed 0);
+   (`nclr_ros.demo_drive.DEMO_SEED`; they were trained on seed 0);
 2. converts it to a ROS 2 bag (`nclr_ros.bag_convert`);
 3. starts the segmentation node (`nclr_segmentation`, with --checkpoint, or without
    model_path so that it loads the shipped model) and replays the bag's clouds into it with
@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from nclr_ros.demo_drive import add_drive_arguments, make_drive_bag
+
 REPO = Path(__file__).resolve().parents[1]
-DEMO_SEED = 1  # held out: the shipped models were trained on seed 0
 
 log = logging.getLogger("nclr.demo_seg")
 
@@ -39,11 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "shipped models/nclr_synthetic_seg.pt)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo_seg",
                         help="output folder (replaced parts: synthetic/, bag/)")
-    parser.add_argument("--frames", type=int, default=8, help="frames of the drive (10 Hz)")
-    parser.add_argument("--width", type=int, default=1242, help="image width (pixels)")
-    parser.add_argument("--height", type=int, default=375, help="image height (pixels)")
-    parser.add_argument("--beams", type=int, choices=(64, 32, 16), default=64,
-                        help="LiDAR preset")
+    add_drive_arguments(parser, frames=8)
     parser.add_argument("--rate", type=float, default=0.05,
                         help="play rate, x real time (0.05: a cloud every 2 s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="replay timeout (s)")
@@ -53,25 +49,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.rate > 0:
         parser.error("--rate must be positive")
     return args
-
-
-def make_bag(args: argparse.Namespace) -> tuple[Path, Path]:
-    """Generate the drive and write it as a bag; returns (data root, bag folder)."""
-    from nclr_core.data.synthetic.sequence import SyntheticConfig
-    from nclr_core.data.synthetic.writer import write_dataset
-    from nclr_ros.bag_convert import convert
-
-    data, bag = args.out / "synthetic", args.out / "bag"
-    log.info("1/3 generating %d synthetic frames (%d beams, seed %d) in %s", args.frames,
-             args.beams, DEMO_SEED, data)
-    write_dataset(data, 1, args.frames, DEMO_SEED,
-                  SyntheticConfig(width=args.width, height=args.height, beams=args.beams),
-                  overwrite=True)
-    if bag.exists():
-        shutil.rmtree(bag)
-    log.info("2/3 converting to the bag %s", bag)
-    convert("synthetic", data, bag)
-    return data, bag
 
 
 def score(clouds: list, data: Path, class_names: list[str]) -> dict:
@@ -133,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo_seg.py: error: checkpoint {args.checkpoint} not found", file=sys.stderr)
         return 2
     try:
-        data, bag = make_bag(args)
+        data, bag = make_drive_bag(args.out, args)
         log.info("3/3 replaying %s into the segmentation node (%s)", bag,
                  args.checkpoint or "no model_path: the shipped model")
         run = segment_bag_live(bag, SegmentOptions(
