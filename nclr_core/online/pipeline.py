@@ -29,8 +29,9 @@ The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
    bounds again, a sliding window of `window` poses) takes it, weighted by its inlier
    count; a frame's record reports its last per-frame stage (guided when enabled);
 4. a per-frame stage's estimate is its window's robust weighted mean once it holds
-   `min_frames` poses, with the covariance of that mean; the joint stage's is its solve over
-   at least `min_frames` pooled frames;
+   `min_frames` poses, with the covariance of that mean, never below the frames' own
+   precision when they report one (guided: their mean covariance / inliers; one frame: its
+   own); the joint stage's is its solve over at least `min_frames` pooled frames;
 5. the refine stage's estimate is its last solved refinement; with `refine` alone a frame's
    record says only that it joined the window (accepted, no per-frame pose);
 6. the pipeline's estimate is that of the last enabled stage that is solved.
@@ -54,7 +55,7 @@ from nclr_core.inference import CalibrationResult, Calibrator
 from nclr_core.online.guided import GuidedResult, GuidedSettings, match_guided
 from nclr_core.online.joint import JointSettings, solve_joint
 from nclr_core.online.matches import FrameMatches
-from nclr_core.online.pose import pose_delta
+from nclr_core.online.pose import PoseEstimate, at_least, pose_delta
 from nclr_core.online.records import NO_SIGMA, CalibrationEstimate, FrameRecord
 from nclr_core.online.refine import RefineFrame, RefineSettings, refine
 from nclr_core.temporal_estimator import TemporalEstimator
@@ -168,27 +169,41 @@ class DriftReport:
 
 @dataclass
 class _WindowStage:
-    """A per-frame stage's window of accepted poses and its estimate."""
+    """A per-frame stage's window of accepted poses and its estimate.
+
+    When every pose in the window came with its own covariance (the guided stage's solve),
+    the estimate claims no more than those frames' own precision: each axis' σ is at least
+    that of their mean covariance divided by the inlier count (the frames taken as
+    independent); one frame alone, whose spread measures nothing, gets its own covariance.
+    """
 
     name: str
     window: TemporalEstimator
     estimate: CalibrationEstimate = field(init=False)
+    covariances: deque = field(init=False)
 
     def __post_init__(self) -> None:
         self.estimate = CalibrationEstimate.unsolved(self.name, "no frame accepted yet")
+        self.covariances = deque(maxlen=self.window.window)
 
-    def add(self, T_cam_lidar: np.ndarray, weight: float) -> bool:
-        """Offer a valid per-frame pose; True when the window took it."""
+    def add(self, T_cam_lidar: np.ndarray, weight: float,
+            covariance: np.ndarray | None = None) -> bool:
+        """Offer a valid per-frame pose (and its (6, 6) covariance, when the stage has one);
+        True when the window took it."""
         if not self.window.add(T_cam_lidar, weight=weight):
             return False
+        self.covariances.append(covariance)
         aggregate = self.window.estimate()
         if aggregate is None:
             self.estimate = CalibrationEstimate.unsolved(
                 self.name, f"{len(self.window)} of {self.window.min_frames} frames needed",
                 len(self.window))
-        else:
-            self.estimate = CalibrationEstimate(True, aggregate.pose, self.name,
-                                                aggregate.num_inliers)
+            return True
+        pose = aggregate.pose
+        if all(c is not None for c in self.covariances):
+            floor = np.mean(np.stack(self.covariances), axis=0) / aggregate.num_inliers
+            pose = PoseEstimate(pose.T_cam_lidar, at_least(pose.covariance, floor))
+        self.estimate = CalibrationEstimate(True, pose, self.name, aggregate.num_inliers)
         return True
 
 
@@ -301,7 +316,7 @@ class OnlineCalibration:
         inliers = int(guided.inliers.sum())
         T = None if guided.estimate is None else guided.estimate.T_cam_lidar
         accepted = guided.poolable and self._windows["guided"].add(
-            T, weight=float(max(inliers, 1)))
+            T, weight=float(max(inliers, 1)), covariance=guided.estimate.covariance)
         reason = "" if accepted else guided.reason or _OUTSIDE_PRIOR_BOUNDS
         matches = guided.matches if guided.poolable else None
         return _PerFrame("guided", T, guided.poolable, accepted, reason, inliers,

@@ -59,6 +59,20 @@ class PoseEstimate:
         return np.sqrt(np.clip(np.diag(self.covariance)[3:], 0.0, None))
 
 
+def at_least(covariance: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """(6, 6) `covariance` with each axis' σ raised to at least that of `floor` (its
+    correlations kept); `floor` itself where `covariance` is not finite (nothing measured)."""
+    covariance, floor = np.asarray(covariance, np.float64), np.asarray(floor, np.float64)
+    if not np.all(np.isfinite(covariance)):
+        return floor.copy()
+    diagonal = np.diag(covariance)
+    ratio = np.divide(np.diag(floor), diagonal, out=np.ones(6), where=diagonal > 0)
+    gain = np.sqrt(np.maximum(ratio, 1.0))
+    raised = covariance * np.outer(gain, gain)
+    # an axis with no variance at all cannot be scaled up: its floor is added
+    return raised + np.diag(np.maximum(np.diag(floor) - np.diag(raised), 0.0))
+
+
 def prior_at_distance(T_cam_lidar: np.ndarray, rotation_deg: float, translation_m: float,
                       rng: np.random.Generator) -> np.ndarray:
     """(4, 4) prior rotated by exactly `rotation_deg` (about a random axis, applied in the

@@ -153,3 +153,29 @@ def test_guided_needs_a_reference_pose():
     pipeline, records = _run([_result(T_TRUE)], OnlineSettings(stages=("guided",)))
     assert records[0].stage == "guided" and not records[0].solved
     assert "no reference pose" in records[0].reason
+
+
+def test_a_window_claims_no_more_than_its_frames_own_precision():
+    from nclr_core.online.pipeline import _WindowStage
+    from nclr_core.temporal_estimator import TemporalEstimator
+
+    own = np.diag([np.radians(0.2) ** 2] * 3 + [0.15 ** 2] * 3)  # each frame's covariance
+    single = _WindowStage("guided", TemporalEstimator(window=50, min_frames=1))
+    assert single.add(T_TRUE, 100.0, own)
+    # one frame: its spread measures nothing, its own covariance stands
+    np.testing.assert_allclose(single.estimate.pose.covariance, own)
+
+    # 30 frames that agree far better than each claims: sigma >= own / sqrt(30)
+    window = _WindowStage("guided", TemporalEstimator(window=50, min_frames=1,
+                                                      outlier_translation_m=1.0))
+    rng = np.random.default_rng(0)
+    for dx in rng.normal(0.0, 0.001, 30):
+        window.add(_shifted(dx), 100.0, own)
+    sigma = window.estimate.pose.sigma_trans_m
+    assert np.allclose(sigma, 0.15 / np.sqrt(30), rtol=1e-6)
+    # without the frames' own covariances the window's spread alone decides (as global)
+    spread_only = _WindowStage("global", TemporalEstimator(window=50, min_frames=1,
+                                                           outlier_translation_m=1.0))
+    for dx in rng.normal(0.0, 0.001, 30):
+        spread_only.add(_shifted(dx), 100.0)
+    assert spread_only.estimate.pose.sigma_trans_m[0] < 0.001

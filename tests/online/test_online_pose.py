@@ -5,7 +5,13 @@ from scipy.spatial.transform import Rotation
 
 from nclr_core.geometry.metrics import pose_errors
 from nclr_core.geometry.se3 import make_transform
-from nclr_core.online.pose import PoseEstimate, apply_delta, pose_delta, prior_at_distance
+from nclr_core.online.pose import (
+    PoseEstimate,
+    apply_delta,
+    at_least,
+    pose_delta,
+    prior_at_distance,
+)
 
 
 def _pose(seed: int) -> np.ndarray:
@@ -48,3 +54,17 @@ def test_prior_is_exactly_as_far_as_asked(deg, metres):
     assert errors["rte_m"] == pytest.approx(metres, abs=1e-12)
     with pytest.raises(ValueError, match="prior"):
         prior_at_distance(T, 190.0, 0.1, np.random.default_rng(0))
+
+
+def test_at_least_raises_each_sigma_to_the_floor_and_keeps_correlations():
+    covariance = np.array([[4.0, 2.0], [2.0, 4.0]])
+    full = np.zeros((6, 6))
+    full[:2, :2] = covariance
+    full[2:, 2:] = np.eye(4) * 9.0
+    floor = np.diag([16.0, 1.0, 1.0, 1.0, 1.0, 25.0])
+    raised = at_least(full, floor)
+    assert np.allclose(np.sqrt(np.diag(raised)), [4, 2, 3, 3, 3, 5])
+    correlation = raised[0, 1] / np.sqrt(raised[0, 0] * raised[1, 1])
+    assert correlation == pytest.approx(0.5)  # as before
+    # nothing measured (an infinite covariance): the floor stands
+    assert np.array_equal(at_least(np.diag(np.full(6, np.inf)), floor), floor)
