@@ -54,8 +54,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from nclr_core.geometry.camera import CameraModel, check_sensor_camera
-from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
+from nclr_core.geometry.camera import CameraModel
 from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import (
     CalibrationRecord,
@@ -66,12 +65,18 @@ from nclr_core.online.pipeline import DriftReport, Frame, FrameOutcome, OnlineCa
 from nclr_core.online.pose import PoseEstimate
 from nclr_core.online.records import CalibrationEstimate, FrameRecord
 from nclr_core.visualization import depth_overlay
+from nclr_ros.calibration_messages import (
+    calibration_status,
+    pose_with_covariance_msg,
+    transform_msg,
+)
 from nclr_ros.calibration_parameters import (
     NODE_NAME,
     OUTPUT_DIRECTORY_LEAF,
     PARAMETERS,
     SHIPPED_MODEL,
     STATUS_SUFFIX,
+    camera_from_parameters,
     needs_network,
     online_settings,
     prior_from_parameters,
@@ -93,16 +98,13 @@ from nclr_ros.node_common import (
     checked_cloud_points,
     declare_parameters,
     diagnostic_array,
+    model_path_or_shipped,
     resolve_output_directory,
     run_node,
     stamp_seconds,
     subscription_qos,
 )
-from nclr_ros.package_files import package_file
 from nclr_ros.time_sync import ApproximateTimePairer, Pair
-
-# PoseWithCovariance order (x, y, z, rot x, rot y, rot z) from δ = (ω, ρ) of PoseEstimate
-_ROS_COVARIANCE_ORDER = [3, 4, 5, 0, 1, 2]
 
 
 @dataclass
@@ -121,37 +123,6 @@ class _Job:
     recorded: bool = False  # its record was published on ~/frame_estimates
 
 
-def _transform_msg(T_cam_lidar: np.ndarray, header: Header, parent: str, child: str
-                   ) -> TransformStamped:
-    msg = TransformStamped()
-    msg.header.stamp = header.stamp
-    msg.header.frame_id = parent
-    msg.child_frame_id = child
-    x, y, z = (float(v) for v in T_cam_lidar[:3, 3])
-    msg.transform.translation.x, msg.transform.translation.y = x, y
-    msg.transform.translation.z = z
-    q = quaternion_xyzw_from_matrix(T_cam_lidar[:3, :3])
-    r = msg.transform.rotation
-    r.x, r.y, r.z, r.w = (float(v) for v in q)
-    return msg
-
-
-def _pose_with_covariance_msg(pose: PoseEstimate, header: Header, camera_frame: str
-                              ) -> PoseWithCovarianceStamped:
-    """The LiDAR frame's pose in the camera frame (T_cam_lidar) with its covariance."""
-    msg = PoseWithCovarianceStamped()
-    msg.header.stamp = header.stamp
-    msg.header.frame_id = camera_frame
-    T = pose.T_cam_lidar
-    p = msg.pose.pose.position
-    p.x, p.y, p.z = (float(v) for v in T[:3, 3])
-    o = msg.pose.pose.orientation
-    o.x, o.y, o.z, o.w = (float(v) for v in quaternion_xyzw_from_matrix(T[:3, :3]))
-    order = _ROS_COVARIANCE_ORDER
-    msg.pose.covariance = [float(v) for v in pose.covariance[np.ix_(order, order)].reshape(36)]
-    return msg
-
-
 class CalibrationNode(Node):
     """Online calibration node (see the module docstring)."""
 
@@ -161,28 +132,14 @@ class CalibrationNode(Node):
         self.params = p
         calibrator = None
         if needs_network(p):
-            if not p["model_path"]:
-                shipped = package_file("models", SHIPPED_MODEL)
-                if shipped is None:
-                    raise ValueError("parameter model_path is empty and the package has no "
-                                     f"models/{SHIPPED_MODEL}: set it to an NCLR checkpoint")
-                self.get_logger().warning(
-                    f"model_path is empty: using the shipped {shipped}, pre-trained on "
-                    "synthetic scenes only; pre-train on your own logs for a real vehicle")
-                p["model_path"] = str(shipped)
+            p["model_path"] = model_path_or_shipped(self, p["model_path"], SHIPPED_MODEL,
+                                                    "pre-trained")
             calibrator = Calibrator.from_checkpoint(p["model_path"], p["device"],
                                                     solver_settings(p))
         self.prior = prior_from_parameters(p)
         self.pipeline = OnlineCalibration(calibrator, online_settings(p), self.prior)
         self.pairer = ApproximateTimePairer(p["sync_slop_s"], p["sync_queue_size"])
-        self.camera: CameraModel | None = None
-        if p["intrinsics_from_parameters"]:
-            self.camera = check_sensor_camera(CameraModel(
-                K=np.asarray(p["camera_k"], dtype=np.float64).reshape(3, 3),
-                width=p["camera_width"], height=p["camera_height"],
-                distortion=p["camera_distortion_model"],
-                D=np.asarray(p["camera_d"]) if p["camera_distortion_model"] != "none"
-                else np.zeros(0)))
+        self.camera = camera_from_parameters(p)
 
         self.output_directory = resolve_output_directory(p["output_directory"],
                                                          OUTPUT_DIRECTORY_LEAF)
@@ -191,10 +148,9 @@ class CalibrationNode(Node):
             self.get_logger().info(f"removed {leftover}, left by an interrupted save")
 
         self._lock = threading.Lock()  # counters, estimate, the worker's job slot
-        self.counts = {"camera_infos_received": 0, "images_received": 0,
-                       "clouds_received": 0, "pairs_received": 0,
-                       "estimates_accepted": 0,
-                       "estimates_rejected": 0}
+        self.counts = dict.fromkeys(("camera_infos_received", "images_received",
+                                     "clouds_received", "pairs_received",
+                                     "estimates_accepted", "estimates_rejected"), 0)
         self.bad_input = BadInputLog(self.get_logger(), p["warn_throttle_s"])
         self._last_pair_time = time.monotonic()
         self.last_latency_s = math.nan
@@ -396,12 +352,12 @@ class CalibrationNode(Node):
     def _publish_transform(self, pose: PoseEstimate, header: Header, camera_frame: str,
                            lidar_frame: str) -> None:
         T = pose.T_cam_lidar
-        self.pub_extrinsics.publish(_transform_msg(T, header, camera_frame, lidar_frame))
-        self.pub_covariance.publish(_pose_with_covariance_msg(pose, header, camera_frame))
+        self.pub_extrinsics.publish(transform_msg(T, header, camera_frame, lidar_frame))
+        self.pub_covariance.publish(pose_with_covariance_msg(pose, header, camera_frame))
         if self.pub_tf_static is not None:
             child = self.params["tf_child_frame"] or lidar_frame
             self.pub_tf_static.publish(
-                self._tf_message(transforms=[_transform_msg(T, header, camera_frame, child)]))
+                self._tf_message(transforms=[transform_msg(T, header, camera_frame, child)]))
 
     # -- diagnostics ----------------------------------------------------------------------
     def diagnostics_values(self) -> dict[str, str]:
@@ -409,10 +365,9 @@ class CalibrationNode(Node):
         frame, the estimate with its per-axis sigmas, drift)."""
         with self._lock:
             values: dict[str, Any] = dict(self.counts)
-            values["pairs_processed"] = self._worker.processed
-            values["pairs_dropped"] = self._worker.dropped
-            values["pairs_pending"] = self._worker.pending
-            values["pairs_in_progress"] = self._worker.in_progress
+            worker = self._worker
+            values.update(pairs_processed=worker.processed, pairs_dropped=worker.dropped,
+                          pairs_pending=worker.pending, pairs_in_progress=worker.in_progress)
             values.update(self._worker.error_counts())
             sync = self.pairer.counters
             values["sync_dropped_images"] = sync.dropped_images
@@ -422,11 +377,7 @@ class CalibrationNode(Node):
         values.update(self.bad_input.counts())
         values.update(self.lost_messages.counts())
         if record is not None:
-            values["last_valid"] = record.valid
-            values["last_reason"] = record.reason
-            values["last_inliers"] = record.num_inliers
-            values["last_reprojection_error_px"] = record.reprojection_error_px
-            values["last_overlap_ratio"] = record.overlap_ratio
+            values.update({f"last_{k}": v for k, v in record.quality().items()})
         values.update(estimate.as_values())
         if drift is not None:
             values["drifted"] = drift.drifted
@@ -437,19 +388,7 @@ class CalibrationNode(Node):
         values = self.diagnostics_values()
         with self._lock:
             estimate, drift = self.estimate, self.drift
-        if not estimate.solved:
-            level, message = DiagnosticStatus.WARN, "no calibration estimate yet"
-        elif drift is not None and drift.drifted:
-            level, message = DiagnosticStatus.WARN, (
-                f"calibration drifted from the installed one ({', '.join(drift.axes)}): "
-                f"{drift.describe()}")
-        elif estimate.warnings:
-            level, message = DiagnosticStatus.WARN, "; ".join(estimate.warnings)
-        elif any(k.startswith(("bad_input.", "worker_errors.")) for k in values):
-            level, message = DiagnosticStatus.WARN, \
-                "estimating; some input was bad or failed (see bad_input.*, worker_errors.*)"
-        else:
-            level, message = DiagnosticStatus.OK, "estimating"
+        level, message = calibration_status(estimate, drift, values)
         self.pub_diagnostics.publish(diagnostic_array(
             f"{self.get_name()}: calibration", level, message, values,
             self.get_clock().now().to_msg()))
@@ -466,11 +405,7 @@ class CalibrationNode(Node):
                              "save")
         quality: dict[str, Any] = estimate.as_values()
         if record is not None:
-            quality.update({f"last_frame_{k}": v for k, v in (
-                ("valid", record.valid), ("reason", record.reason),
-                ("num_inliers", record.num_inliers),
-                ("reprojection_error_px", record.reprojection_error_px),
-                ("overlap_ratio", record.overlap_ratio))})
+            quality.update({f"last_frame_{k}": v for k, v in record.quality().items()})
         calibration = CalibrationRecord(
             T_cam_lidar=estimate.T_cam_lidar, camera_frame=camera_frame,
             lidar_frame=lidar_frame, stamp=stamp, frame_count=estimate.num_frames,

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from nclr_core.geometry.camera import CameraModel, check_sensor_camera
 from nclr_core.geometry.se3 import make_transform, matrix_from_quaternion_xyzw
 from nclr_core.inference import SolverSettings
 from nclr_core.online.pipeline import NETWORK_STAGES, OnlineSettings
@@ -156,3 +157,15 @@ def prior_from_parameters(params: dict[str, Any]) -> np.ndarray | None:
                          f"got {q.tolist()}")
     return make_transform(matrix_from_quaternion_xyzw(q / np.linalg.norm(q)),
                           np.asarray(params["prior_translation"], dtype=np.float64))
+
+
+def camera_from_parameters(params: dict[str, Any]) -> CameraModel | None:
+    """The camera of `camera_*` with `intrinsics_from_parameters` (checked), else None (the
+    node reads camera_info)."""
+    if not params["intrinsics_from_parameters"]:
+        return None
+    model = params["camera_distortion_model"]
+    return check_sensor_camera(CameraModel(
+        K=np.asarray(params["camera_k"], dtype=np.float64).reshape(3, 3),
+        width=params["camera_width"], height=params["camera_height"], distortion=model,
+        D=np.asarray(params["camera_d"]) if model != "none" else np.zeros(0)))

@@ -128,6 +128,13 @@ class FrameRecord:
         """A per-frame pose exists."""
         return self.T_cam_lidar is not None
 
+    def quality(self) -> dict[str, Any]:
+        """The frame's quality figures: valid, reason, num_inliers, reprojection_error_px,
+        overlap_ratio (for diagnostics and calibration files)."""
+        return {"valid": self.valid, "reason": self.reason, "num_inliers": self.num_inliers,
+                "reprojection_error_px": self.reprojection_error_px,
+                "overlap_ratio": self.overlap_ratio}
+
     def to_values(self) -> dict[str, str]:
         """Text key-values (exact: floats as repr)."""
         values = {
