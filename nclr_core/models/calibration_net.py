@@ -19,7 +19,7 @@ Pipeline of `CalibrationNet.forward` on a batch of B frames (layout of
 
 Inference outside `forward` (e.g. matching inside windows): `extract_features`, then
 `match_points` for coarse (+ fine) matches of any points, or `refine_matches` for coarse
-pixels found elsewhere.
+pixels found elsewhere. Steps 5-6 live in `nclr_core.models.calibration_matching`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from nclr_core.geometry.epnp import solve_epnp
 from nclr_core.losses import (
     frame_info_nce,
     mean_or_zero,
@@ -40,6 +39,7 @@ from nclr_core.losses import (
     weighted_total,
 )
 from nclr_core.models.alignment import TransformationAlignment
+from nclr_core.models.calibration_matching import MatchingMixin
 from nclr_core.models.feature_grid import CELL_CONVENTIONS, cell_centers
 from nclr_core.models.fine_matching import FineMatcher
 from nclr_core.models.fusion import CrossModalFusion
@@ -59,12 +59,7 @@ def _offsets_to_slices(offset: torch.Tensor, total: int) -> list[slice]:
     return [slice(a, b) for a, b in zip([0] + ends[:-1], ends, strict=True)]
 
 
-def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the `k` highest `scores` (all of them when fewer)."""
-    return scores.topk(min(k, scores.numel())).indices
-
-
-class CalibrationNet(nn.Module):
+class CalibrationNet(MatchingMixin, nn.Module):
     """NCLR calibration network; plain keyword arguments with METHOD.md defaults.
 
     Args:
@@ -244,160 +239,6 @@ class CalibrationNet(nn.Module):
         if self.fine_matcher is not None:
             out["fine_image_feats"] = self.fine_matcher.image_features(stem, image_feats)
         return out
-
-    # -- matching -------------------------------------------------------------------------
-    def _match_candidates(
-        self,
-        point_scores: torch.Tensor | None,
-        image_scores: torch.Tensor | None,
-        n: int,
-        m: int,
-        device: torch.device,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points (indices into the frame) to match and the (m,) bool mask of allowed cells.
-
-        Without overlap scores: K_pts random points and every cell.
-        """
-        if point_scores is None or image_scores is None:
-            everything = torch.ones(n, dtype=torch.bool, device=device)
-            idx = sample_indices(everything, self.max_match_points)
-            return idx, torch.ones(m, dtype=torch.bool, device=device)
-        above = point_scores > self.point_threshold
-        count = int(above.sum())
-        if count < self.min_match_points:
-            idx = _top_k(point_scores, self.max_match_points)
-        else:
-            idx = _top_k(point_scores.masked_fill(~above, float("-inf")),
-                         min(self.max_match_points, count))
-        return idx, self.allowed_cells(image_scores)
-
-    def allowed_cells(self, image_scores: torch.Tensor) -> torch.Tensor:
-        """(M,) bool cells a point may match: the predicted image overlap S^I > θ_i, or the
-        `min_match_cells` highest scores when no cell passes. image_scores: (M,)."""
-        cells = image_scores > self.image_threshold
-        if not bool(cells.any()):
-            cells = torch.zeros_like(cells)
-            cells[_top_k(image_scores, self.min_match_cells)] = True
-        return cells
-
-    def match_points(
-        self,
-        point_feats: torch.Tensor,
-        image_feats: torch.Tensor,
-        image_scores: torch.Tensor | None = None,
-        fine_image_feats: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Match P points of one frame to its image: coarse, then fine when given the fine map.
-
-        Args:
-            point_feats: (P, C) F^P rows of the points.
-            image_feats: (C, h, w) F^I of the frame.
-            image_scores: (h, w) S^I (cells allowed by `allowed_cells`), or None: every cell.
-            fine_image_feats: (C_f, h2, w2) fine map of the frame (`extract_features`), or
-                None: coarse pixels only.
-        Returns:
-            pixels (P, 2) network-image (u, v); confidence (P,) max_j w_ij of the coarse match.
-        """
-        c, h, w = image_feats.shape
-        cells_uv = cell_centers(h, w, self.stride, convention=self.cell_convention,
-                                device=image_feats.device)
-        if image_scores is None:
-            mask = torch.ones(h * w, dtype=torch.bool, device=image_feats.device)
-        else:
-            mask = self.allowed_cells(image_scores.reshape(-1))
-        sim = self.alignment.similarity(point_feats, image_feats.reshape(c, -1).transpose(0, 1))
-        pixels, confidence = self.matcher(sim, cells_uv, mask)
-        if fine_image_feats is not None:
-            pixels = self.refine_matches(point_feats, fine_image_feats, pixels)[0]
-        return pixels, confidence
-
-    def refine_matches(
-        self, point_feats: torch.Tensor, fine_image_feats: torch.Tensor,
-        coarse_pixels: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fine stage on coarse matches of one frame (`FineMatcher.refine`).
-
-        Args:
-            point_feats: (P, C) F^P rows of the matched points.
-            fine_image_feats: (C_f, h2, w2) the frame's `fine_image_feats`.
-            coarse_pixels: (P, 2) network-image pixels (u, v) of their coarse matches,
-                from any source (a window search around a prior, say).
-        Returns:
-            refined pixels (P, 2), network image; spread (P,) px of the window distribution.
-        Raises:
-            ValueError: the model has no fine stage.
-        """
-        if self.fine_matcher is None:
-            raise ValueError("this model has no fine matching stage (model.fine_matching)")
-        return self.fine_matcher.refine(self.fine_matcher.point_features(point_feats),
-                                        fine_image_feats, coarse_pixels)
-
-    def _frame_matches(
-        self,
-        slices: list[slice],
-        feats: Mapping[str, torch.Tensor],
-        image_flat: torch.Tensor,
-        point_scores: torch.Tensor | None,
-        image_scores: torch.Tensor | None,
-        cells_uv: torch.Tensor,
-        support: list[torch.Tensor] | None,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Per-frame matches: of the predicted-overlap candidates, or of `support` (indices
-        into each frame's points) when given. image_scores: (B, h*w) or None."""
-        point_feats = feats["point_feats"]
-        fine = feats.get("fine_image_feats")
-        matches = []
-        for b, sl in enumerate(slices):
-            n = sl.stop - sl.start
-            if n == 0:
-                raise ValueError(f"frame {b} has no points")
-            fs = None if point_scores is None else point_scores[sl]
-            cs = None if image_scores is None else image_scores[b]
-            if support is None:
-                idx, cell_mask = self._match_candidates(
-                    fs, cs, n, image_flat.shape[1], point_feats.device)
-            else:
-                idx = support[b]
-                cell_mask = (torch.ones(image_flat.shape[1], dtype=torch.bool,
-                                        device=point_feats.device)
-                             if cs is None else self.allowed_cells(cs))
-            sim = self.alignment.similarity(point_feats[sl][idx], image_flat[b])
-            pixels, confidence = self.matcher(sim, cells_uv, cell_mask)
-            weights = confidence if fs is None else fs[idx] * confidence
-            match = {"point_index": idx + sl.start, "pixels": pixels, "weights": weights}
-            if fine is not None:
-                match["coarse_pixels"] = pixels
-                match["pixels"], match["fine_spread"] = self.refine_matches(
-                    point_feats[sl][idx], fine[b], pixels)
-            matches.append(match)
-        return matches
-
-    def _solve(self, points: torch.Tensor, matches: list[dict[str, torch.Tensor]],
-               K: torch.Tensor) -> Any:  # noqa: N803
-        """Batched weighted EPnP on the frames' matches (frames without one: not valid)."""
-        k = max(1, max(mt["point_index"].numel() for mt in matches))
-        x3d, x2d, w = [], [], []
-        for mt in matches:
-            count = mt["point_index"].numel()
-            xyz = points[mt["point_index"], :3].float()
-            pixels, weights = mt["pixels"], mt["weights"]
-            if count == 0:  # one dummy row of weight 0: an invalid pose, never NaN
-                xyz, pixels = points.new_zeros(1, 3).float(), pixels.new_zeros(1, 2)
-                weights = weights.new_zeros(1)
-            pad = k - xyz.shape[0]
-            # padding rows repeat a real point with weight 0: no influence on the EPnP
-            x3d.append(torch.cat((xyz, xyz[:1].expand(pad, 3))))
-            x2d.append(torch.cat((pixels, pixels[:1].expand(pad, 2))))
-            w.append(torch.cat((weights, weights.new_zeros(pad))))
-        return solve_epnp(
-            torch.stack(x3d), torch.stack(x2d), K.float(), torch.stack(w), self.refine_steps
-        )
-
-    def _pose_support(self, batch: Mapping[str, Any], slices: list[slice]) -> list[torch.Tensor]:
-        """Training's EPnP support (METHOD.md §9): per frame, at most K_pts random points of
-        the ground-truth overlap, as indices into the frame's points."""
-        overlap = batch["point_overlap"].to(torch.bool)
-        return [sample_indices(overlap[sl], self.max_match_points) for sl in slices]
 
     # -- losses ---------------------------------------------------------------------------
     def _feature_losses(

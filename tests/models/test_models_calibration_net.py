@@ -155,7 +155,7 @@ def test_eval_without_ground_truth_and_without_pose_loss(monkeypatch):
         raise AssertionError("EPnP ran although nothing asked for a pose")
 
     # nothing asks for a pose: no EPnP, in evaluation nor in training without L_p
-    monkeypatch.setattr("nclr_core.models.calibration_net.solve_epnp", no_epnp)
+    monkeypatch.setattr("nclr_core.models.calibration_matching.solve_epnp", no_epnp)
     with torch.no_grad():
         out = model(batch)
     assert "T_pred" not in out and len(out["matches"]) == 2
