@@ -13,8 +13,8 @@
 
 Bad input (missing source folder, unreadable, truncated or damaged bag, missing topics)
 prints one line `nclr-bag: error: ...` on stderr and exits with status 2. Every command
-checks a bag's integrity (`nclr_ros.bag_integrity`) before it uses it; `check` reports what
-was verified, and for a damaged bag which topics and time range are damaged.
+checks a bag's integrity (`nclr_core.data.rosbag.integrity`) before it uses it; `check`
+reports what was verified, and for a damaged bag which topics and time range are damaged.
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames
 from nclr_core.geometry.se3 import rpy_from_matrix
 from nclr_ros.bag_calibrate import CalibrateOptions, calibrate_bag
 from nclr_ros.bag_convert import SOURCES, STORAGES, convert
 from nclr_ros.bag_eval import EvalOptions, evaluate
-from nclr_ros.bag_messages import BagError, BagTopics
 from nclr_ros.bag_play import PlayOptions, play
-from nclr_ros.bag_read import BagFrames
 
 LOG = logging.getLogger("nclr-bag")
 EXIT_USAGE = 2

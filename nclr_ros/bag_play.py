@@ -3,7 +3,7 @@
 The bag is read with `rosbags` and each message's CDR bytes are published unchanged
 (`Publisher.publish(bytes)`), so no per-type conversion happens and stamps stay as
 recorded. Nothing is published before the whole bag has been checked: its integrity
-(`nclr_ros.bag_integrity.check_bag`) and a full read of the selected topics, so a damaged
+(`nclr_core.data.rosbag.integrity.check_bag`) and a full read of the selected topics, so a damaged
 bag fails with BagError instead of being played up to the damage. A message recorded at
 bag time t is sent at `start + (t - t_first) / rate` on the
 wall clock. Topics whose message type has no Python package here (e.g. tf2_msgs when only
@@ -33,9 +33,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
-from nclr_ros.bag_integrity import check_bag
-from nclr_ros.bag_messages import TF_TYPE, BagError
-from nclr_ros.bag_read import iter_raw, open_bag, topic_types
+from nclr_core.data.rosbag.integrity import check_bag
+from nclr_core.data.rosbag.messages import TF_TYPE, BagError
+from nclr_core.data.rosbag.reader import iter_raw, open_bag, topic_types
 from nclr_ros.dds_profile import apply_default_profile
 
 LOG = logging.getLogger(__name__)

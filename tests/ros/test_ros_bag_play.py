@@ -16,11 +16,11 @@ from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from nclr_core.data.rosbag.image_msgs import image_to_rgb
+from nclr_core.data.rosbag.messages import BagError
+from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_xyzi
 from nclr_ros.bag_convert import write_bag
-from nclr_ros.bag_messages import BagError
 from nclr_ros.bag_play import PlayOptions, message_class, select_topics
-from nclr_ros.image_msgs import image_to_rgb
-from nclr_ros.pointcloud2 import pointcloud2_to_xyzi
 
 STAMPS = (2.0, 2.1, 2.2)
 TIMEOUT_S = 30.0

@@ -43,11 +43,8 @@ def _drive(timeout_s: float) -> dict:
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
-    from nclr_ros.pointcloud2 import (
-        array_to_pointcloud2,
-        pointcloud2_to_array,
-        xyz_fields_to_pointcloud2,
-    )
+    from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_array
+    from nclr_ros.pointcloud2 import array_to_pointcloud2, xyz_fields_to_pointcloud2
     from nclr_ros.segmentation_node import load_class_table, packed_rgb
 
     rclpy.init()

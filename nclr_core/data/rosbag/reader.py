@@ -6,8 +6,8 @@ image/cloud pair formed by `ApproximateTimePairer`, the pairer the calibration n
 fed in bag order. An image takes the newest CameraInfo received before it; messages that
 share a bag timestamp are taken in the order CameraInfo, image, cloud. Every failure to read
 the bag raises `BagError` naming the bag; the bag's integrity is checked first
-(`nclr_ros.bag_integrity.check_bag`: CRCs, storage structure), so a damaged bag fails before
-any of it is used instead of being read wrong.
+(`integrity.check_bag` beside this module: CRCs, storage structure), so a damaged bag fails
+before any of it is used instead of being read wrong.
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
-from nclr_core.geometry.camera import CameraModel
-from nclr_ros.bag_integrity import check_bag
-from nclr_ros.bag_messages import (
+from nclr_core.data.rosbag.camera_info import camera_info_to_camera
+from nclr_core.data.rosbag.integrity import check_bag
+from nclr_core.data.rosbag.integrity_report import IntegrityReport
+from nclr_core.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -40,9 +41,8 @@ from nclr_ros.bag_messages import (
     image_message_to_rgb,
     tf_message_transforms,
 )
-from nclr_ros.conversions import camera_info_to_camera
-from nclr_ros.integrity_report import IntegrityReport
-from nclr_ros.time_sync import ApproximateTimePairer, SyncCounters
+from nclr_core.data.rosbag.time_sync import ApproximateTimePairer, SyncCounters
+from nclr_core.geometry.camera import CameraModel
 
 if sys.version_info >= (3, 14):
     from compression.zstd import ZstdError
