@@ -31,6 +31,7 @@ import numpy as np
 
 from nclr_core.data.rosbag.messages import BagError, BagTopics
 from nclr_core.data.rosbag.reader import BagFrames
+from nclr_core.data.rosbag.time_sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from nclr_core.geometry.se3 import rpy_from_matrix
 from nclr_ros.bag_calibrate import CalibrateOptions, calibrate_bag
 from nclr_ros.bag_convert import SOURCES, STORAGES, convert
@@ -82,9 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--info-topic", default=_DEFAULTS.info, help="CameraInfo topic")
     chk.add_argument("--points-topic", default=_DEFAULTS.points, help="PointCloud2 topic")
     chk.add_argument("--tf-static-topic", default=_DEFAULTS.tf_static)
-    chk.add_argument("--slop", type=float, default=0.05,
+    chk.add_argument("--slop", type=float, default=DEFAULT_SLOP_S,
                      help="largest image/cloud stamp gap paired (s)")
-    chk.add_argument("--queue-size", type=int, default=10, help="pairer queue per stream")
+    chk.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                     help="pairer queue per stream")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint as a calibrator on a bag "
                                      "(offline, or --live through the node)")
