@@ -21,6 +21,7 @@ from nclr_core.data.transforms import (
     Compose,
     CropPointRange,
     NormalizeImage,
+    PhotometricJitter,
     RandomCrop,
     RandomHorizontalFlip,
     ResizeToCover,
@@ -98,13 +99,19 @@ def build_reader(cfg: DataConfig, train: bool, exclude: list[str] | None = None)
 
 
 def pair_transform(cfg: DataConfig, train: bool) -> Compose:
-    """Crop/subsample points, fit the image to the network size, sample the pair, normalise."""
+    """Crop/subsample points, fit the image to the network size (training: random crop,
+    flip, photometric jitter when enabled), sample the pair, normalise."""
     H, W = cfg.image_height, cfg.image_width
     x0, y0, z0, x1, y1, z1 = cfg.point_range
     steps = [CropPointRange((x0, x1), (y0, y1), (z0, z1)), SubsamplePoints(cfg.max_points),
              ResizeToCover(H, W), RandomCrop(H, W) if train else CenterCrop(H, W)]
     if train and cfg.flip_probability > 0:
         steps.append(RandomHorizontalFlip(cfg.flip_probability))
+    jitter = cfg.photometric
+    if train and jitter.enabled:
+        steps.append(PhotometricJitter(jitter.brightness, jitter.contrast, jitter.gamma,
+                                       jitter.noise_std, jitter.blur_probability,
+                                       jitter.blur_sigma_px))
     steps += [PairSampler(math.radians(cfg.rotation_range_deg), cfg.translation_range_m,
                           cfg.overlap_radius_cells), NormalizeImage()]
     return Compose(steps)

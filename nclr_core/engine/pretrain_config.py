@@ -39,6 +39,21 @@ class RosbagConfig:
 
 
 @dataclass
+class PhotometricConfig:
+    """Photometric augmentation of training images (`transforms.PhotometricJitter`: blur,
+    brightness, contrast, gamma, noise). Off by default: its benefit on real images has not
+    been measured yet."""
+
+    enabled: bool = False
+    brightness: float = 0.3
+    contrast: float = 0.3
+    gamma: float = 0.3
+    noise_std: float = 0.02
+    blur_probability: float = 0.3
+    blur_sigma_px: float = 1.5
+
+
+@dataclass
 class DataConfig:
     """Which frames, and how they become training pairs (METHOD.md §1, §6)."""
 
@@ -63,6 +78,7 @@ class DataConfig:
     translation_range_m: float = 15.0
     overlap_radius_cells: int = 1
     flip_probability: float = 0.0
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     num_workers: int = 0
     val_max_frames: int | None = None
     # rosbag: `root` is one bag folder or a folder of bags; train_split / val_split are not
