@@ -117,6 +117,7 @@ class RosbagDataset:
         """T_cam_lidar of every frame of a bag (see the module docstring)."""
         tf_static = {(t["parent"], t["child"]): np.array(t["T_parent_child"])
                      for t in cached.index["tf_static"]}
+        chains: dict[tuple[str, str], np.ndarray | None] = {}
         out = []
         for frame in cached.index["frames"]:
             if self.T_cam_lidar is not None:
@@ -124,7 +125,10 @@ class RosbagDataset:
             elif frame["T_cam_lidar"] is not None:
                 out.append(np.array(frame["T_cam_lidar"], dtype=np.float64))
             else:
-                T = lookup_transform(tf_static, frame["camera_frame"], frame["lidar_frame"])
+                frames = (frame["camera_frame"], frame["lidar_frame"])
+                if frames not in chains:
+                    chains[frames] = lookup_transform(tf_static, *frames)
+                T = chains[frames]
                 if T is None:
                     raise BagError(
                         f"{cached.bag}: no calibration of camera frame "
