@@ -86,8 +86,8 @@ def subscriber_main(points: int, count: int, timeout_s: float) -> dict:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
 
+    from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_xyzi
     from nclr_ros.node_common import LostMessageMonitor
-    from nclr_ros.pointcloud2 import pointcloud2_to_xyzi
 
     rclpy.init()
     node = rclpy.create_node("nclr_large_cloud_subscriber")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames
 from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.inference import Calibrator
@@ -25,8 +27,6 @@ from nclr_core.io.calibration_files import (
 )
 from nclr_core.online.pipeline import Frame, OnlineCalibration
 from nclr_core.online.records import CalibrationEstimate
-from nclr_ros.bag_messages import BagError, BagTopics
-from nclr_ros.bag_read import BagFrames
 from nclr_ros.calibration_parameters import (
     defaults,
     needs_network,

@@ -16,9 +16,9 @@ Topics (names from `BagTopics`, types sensor_msgs / tf2_msgs):
 Stamps are the readers' (the image takes `camera_stamp` when the reader has one); the bag's
 receive time of each message is its header stamp. KITTI object frames have no time, so they
 are stamped at `KITTI_OBJECT_RATE_HZ` from 0 s. The bag is written into a hidden temporary
-folder beside `out`, sealed with CRCs (`nclr_ros.bag_integrity.seal_bag`: every mcap chunk,
-the data and summary sections; every sqlite3 message row) and renamed into place when
-complete; temporary folders left by a killed conversion are removed by the next one.
+folder beside `out`, sealed with CRCs (`nclr_core.data.rosbag.integrity.seal_bag`: every
+mcap chunk, the data and summary sections; every sqlite3 message row) and renamed into place
+when complete; temporary folders left by a killed conversion are removed by the next one.
 """
 from __future__ import annotations
 
@@ -39,24 +39,26 @@ from tqdm import tqdm
 from nclr_core.atomic_write import remove_stale_temporaries, temp_prefix
 from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset
-from nclr_core.data.semantickitti import SemanticKittiDataset
-from nclr_ros.bag_integrity import seal_bag
-from nclr_ros.bag_messages import (
+from nclr_core.data.rosbag.integrity import seal_bag
+from nclr_core.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
     POINTCLOUD2_TYPE,
-    TF_STATIC_QOS,
     TF_TYPE,
     BagError,
     BagTopics,
+    ns_to_seconds,
+    seconds_to_ns,
+    typestore,
+)
+from nclr_core.data.semantickitti import SemanticKittiDataset
+from nclr_ros.bag_messages import (
+    TF_STATIC_QOS,
     encode_camera_info,
     encode_image,
     encode_points,
     encode_tf_static,
-    ns_to_seconds,
-    seconds_to_ns,
-    typestore,
 )
 
 LOG = logging.getLogger(__name__)

@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames
 from nclr_core.engine.calibration_eval import plot_recall_curves, write_frames_csv
 from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.metrics_file import write_metrics_json
@@ -64,8 +66,6 @@ from nclr_core.io.calibration_files import load_calibration_file
 from nclr_core.online.pipeline import Frame, OnlineCalibration
 from nclr_core.online.pose import prior_at_distance
 from nclr_ros.bag_live import node_prior, run_live
-from nclr_ros.bag_messages import BagError, BagTopics
-from nclr_ros.bag_read import BagFrames
 from nclr_ros.bag_report import (
     Pass,
     finite_points,

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nclr_core.data.rosbag.messages import CAMERA_INFO_TYPE, BagError
+from nclr_core.data.rosbag.reader import BagFrames, iter_raw, open_bag, topic_types
 from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.geometry.se3 import (
     make_transform,
@@ -22,8 +24,6 @@ from nclr_core.geometry.se3 import (
     quaternion_xyzw_from_matrix,
 )
 from nclr_core.online.records import FrameRecord
-from nclr_ros.bag_messages import CAMERA_INFO_TYPE, BagError
-from nclr_ros.bag_read import BagFrames, iter_raw, open_bag, topic_types
 from nclr_ros.bag_report import Pass
 from nclr_ros.calibration_parameters import NODE_NAME, STATUS_SUFFIX
 

@@ -1,22 +1,13 @@
-"""Sensor messages <-> rosbag2 records: CDR bytes in, arrays out, and back.
+"""Sensor messages -> rosbag2 records: arrays in, CDR bytes out.
 
 Writing builds rclpy messages with the shared converters (`nclr_ros.image_msgs`,
 `nclr_ros.pointcloud2`) and serialises them with `rclpy.serialization`, so the byte-level
 packing of images and clouds exists once. `tf2_msgs` has no Python wheel, so /tf_static is
-built and serialised with the `rosbags` typestore instead (same CDR on the wire).
-
-Reading deserialises with the `rosbags` typestore; its message objects have the same field
-names as the rclpy ones, so the same converters decode them (they only read attributes).
-
-/tf_static convention: one `TransformStamped` with `header.frame_id` = camera frame,
-`child_frame_id` = LiDAR frame and the transform = `T_cam_lidar`, i.e. the pose of the LiDAR
-frame in the camera frame (it maps LiDAR points into the camera frame, as tf2 does).
+built and serialised with the `rosbags` typestore instead (same CDR on the wire). Reading
+(names, `BagError`, decoding) is ROS-free and lives in `nclr_core.data.rosbag.messages`;
+the /tf_static convention is described there.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any
 
 import numpy as np
 from rclpy.serialization import serialize_message
@@ -28,28 +19,13 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
-from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
-from nclr_core.geometry.se3 import (
-    make_transform,
-    matrix_from_quaternion_xyzw,
-    quaternion_xyzw_from_matrix,
-)
-from nclr_ros.image_msgs import (
-    array_to_image,
-    compressed_image_to_rgb,
-    image_to_rgb,
-    rgb_to_compressed_image,
-)
-from nclr_ros.pointcloud2 import array_to_pointcloud2, pointcloud2_to_array, pointcloud2_to_xyzi
-
-IMAGE_TYPE = "sensor_msgs/msg/Image"
-COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
-CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
-POINTCLOUD2_TYPE = "sensor_msgs/msg/PointCloud2"
-TF_TYPE = "tf2_msgs/msg/TFMessage"
+from nclr_core.data.rosbag.messages import NS_PER_S, TF_TYPE, typestore
+from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
+from nclr_ros.image_msgs import array_to_image, rgb_to_compressed_image
+from nclr_ros.pointcloud2 import array_to_pointcloud2
 
 # Latched: a late subscriber still receives the one /tf_static message.
 TF_STATIC_QOS = Qos(
@@ -64,53 +40,10 @@ TF_STATIC_QOS = Qos(
     avoid_ros_namespace_conventions=False,
 )
 
-_NS_PER_S = 10**9
-
-
-class BagError(Exception):
-    """A bag cannot be read or written, or lacks what a tool needs; the text names the bag."""
-
-
-@dataclass(frozen=True)
-class BagTopics:
-    """Topic names of the calibration streams in a bag."""
-
-    image: str = "/camera/image_raw"
-    info: str = "/camera/camera_info"
-    points: str = "/lidar/points"
-    tf_static: str = "/tf_static"
-
-    @property
-    def compressed_image(self) -> str:
-        """The image_transport name of the JPEG stream: `<image>/compressed`."""
-        return f"{self.image}/compressed"
-
-
-@lru_cache(maxsize=1)
-def typestore() -> Any:
-    """The rosbags typestore of ROS 2 Kilted (or the newest ROS 2 store this rosbags has)."""
-    if hasattr(Stores, "ROS2_KILTED"):
-        return get_typestore(Stores.ROS2_KILTED)
-    ros2 = [store for store in Stores if store.value.startswith("ros2_")]
-    return get_typestore(ros2[-1])
-
-
-def seconds_to_ns(stamp: float) -> int:
-    """Integer nanoseconds nearest to `stamp` seconds (>= 0)."""
-    ns = round(float(stamp) * _NS_PER_S)
-    if ns < 0:
-        raise ValueError(f"ROS stamps must not be negative, got {stamp} s")
-    return ns
-
-
-def ns_to_seconds(ns: int) -> float:
-    """Seconds as the float nearest to `ns` nanoseconds (exact integer division)."""
-    return int(ns) / _NS_PER_S
-
 
 def _header(stamp_ns: int, frame_id: str) -> Header:
     header = Header(frame_id=frame_id)
-    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), _NS_PER_S)
+    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), NS_PER_S)
     return header
 
 
@@ -183,7 +116,7 @@ def encode_tf_static(
         raise ValueError(f"T_cam_lidar must be (4, 4), got {T.shape}")
     store = typestore()
     types = store.types
-    sec, nanosec = divmod(int(stamp_ns), _NS_PER_S)
+    sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
     q = quaternion_xyzw_from_matrix(T[:3, :3])
     transform = types["geometry_msgs/msg/TransformStamped"](
         header=types["std_msgs/msg/Header"](
@@ -197,43 +130,3 @@ def encode_tf_static(
         ),
     )
     return bytes(store.serialize_cdr(types[TF_TYPE](transforms=[transform]), TF_TYPE))
-
-
-def decode(data: bytes | memoryview, msgtype: str) -> Any:
-    """The rosbags message object of CDR `data` of type `msgtype`."""
-    return typestore().deserialize_cdr(data, msgtype)
-
-
-def header_seconds(msg: Any) -> float:
-    """`msg.header.stamp` in seconds."""
-    return ns_to_seconds(int(msg.header.stamp.sec) * _NS_PER_S + int(msg.header.stamp.nanosec))
-
-
-def image_message_to_rgb(msg: Any, msgtype: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of a decoded Image or CompressedImage."""
-    if msgtype == COMPRESSED_IMAGE_TYPE:
-        return compressed_image_to_rgb(msg)
-    if msgtype == IMAGE_TYPE:
-        return image_to_rgb(msg)
-    raise ValueError(f"expected {IMAGE_TYPE} or {COMPRESSED_IMAGE_TYPE}, got {msgtype}")
-
-
-def cloud_message_to_arrays(msg: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    """(points (N, 4) float32 x y z intensity, ring (N,) int64 or None) of a PointCloud2."""
-    points = pointcloud2_to_xyzi(msg)
-    if "ring" not in [field.name for field in msg.fields]:
-        return points, None
-    return points, pointcloud2_to_array(msg)["ring"].astype(np.int64)
-
-
-def tf_message_transforms(msg: Any) -> dict[tuple[str, str], np.ndarray]:
-    """{(parent frame, child frame): T_parent_child (4, 4)} of a decoded TFMessage."""
-    out = {}
-    for stamped in msg.transforms:
-        t = stamped.transform.translation
-        q = stamped.transform.rotation
-        R = matrix_from_quaternion_xyzw([q.x, q.y, q.z, q.w])
-        out[(stamped.header.frame_id, stamped.child_frame_id)] = make_transform(
-            R, [t.x, t.y, t.z]
-        )
-    return out

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 
 from nclr_core.atomic_write import atomic_path, write_bytes_atomic
+from nclr_core.data.rosbag.messages import BagError
+from nclr_core.data.rosbag.reader import BagFrames
 from nclr_core.engine.calibration_eval import recall_curves
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.metrics import pose_errors, registration_success
 from nclr_core.geometry.se3 import quaternion_xyzw_from_matrix
 from nclr_core.online.records import FrameRecord
 from nclr_core.visualization import depth_overlay
-from nclr_ros.bag_messages import BagError
-from nclr_ros.bag_read import BagFrames
 
 
 def finite_points(points: np.ndarray) -> np.ndarray:

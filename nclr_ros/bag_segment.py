@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nclr_ros.bag_messages import BagError
-from nclr_ros.bag_read import iter_raw, open_bag, topic_types
+from nclr_core.data.rosbag.messages import BagError
+from nclr_core.data.rosbag.reader import iter_raw, open_bag, topic_types
 from nclr_ros.dds_profile import apply_default_profile
 
 NODE_NAME = "nclr_segmentation"
@@ -98,7 +98,7 @@ def segment_bag_live(bag: str | Path, options: SegmentOptions) -> SegmentRun:
     from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import PointCloud2
 
-    from nclr_ros.pointcloud2 import pointcloud2_to_array
+    from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_array
 
     bag = Path(bag)
     run = SegmentRun(clouds_in_bag=count_clouds(bag, options.points_topic))

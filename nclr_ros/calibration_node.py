@@ -8,9 +8,9 @@ selects reliable subscriptions (bag players, reliable drivers).
 A thin adapter around `nclr_core.online.pipeline.OnlineCalibration`, which holds every
 decision (stages, acceptance, the window, the estimate and its uncertainty, drift): images
 and clouds are decoded and checked in the subscription callbacks, paired by approximate time
-(`nclr_ros.time_sync.ApproximateTimePairer`), and a worker thread hands the newest pair to
-the pipeline: a pair arriving while the previous one still waits is replaced (counted as
-dropped), so `pairs_received == pairs_processed + pairs_dropped + pairs_pending +
+(`nclr_core.data.rosbag.time_sync.ApproximateTimePairer`), and a worker thread hands the
+newest pair to the pipeline: a pair arriving while the previous one still waits is replaced
+(counted as dropped), so `pairs_received == pairs_processed + pairs_dropped + pairs_pending +
 pairs_in_progress`.
 
 Publishes: `~/extrinsics` (TransformStamped, parent = camera frame, child = LiDAR frame,
@@ -54,6 +54,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
+from nclr_core.data.rosbag.time_sync import ApproximateTimePairer, Pair
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import (
@@ -104,7 +105,6 @@ from nclr_ros.node_common import (
     stamp_seconds,
     subscription_qos,
 )
-from nclr_ros.time_sync import ApproximateTimePairer, Pair
 
 
 @dataclass

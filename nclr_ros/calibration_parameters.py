@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from nclr_core.data.rosbag.time_sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from nclr_core.geometry.camera import CameraModel, check_sensor_camera
 from nclr_core.geometry.se3 import make_transform, matrix_from_quaternion_xyzw
 from nclr_core.inference import SolverSettings
@@ -32,8 +33,8 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
                                    "matches any publisher) or reliable (reliable publishers "
                                    "such as bag players)."),
     "qos_depth": (5, "subscription queue depth."),
-    "sync_slop_s": (0.05, "largest |image stamp - cloud stamp| of a pair, seconds."),
-    "sync_queue_size": (10, "unpaired messages kept per stream for pairing."),
+    "sync_slop_s": (DEFAULT_SLOP_S, "largest |image stamp - cloud stamp| of a pair, seconds."),
+    "sync_queue_size": (DEFAULT_QUEUE_SIZE, "unpaired messages kept per stream for pairing."),
     "no_pair_warning_s": (2.0, "warn with the measured stamp offset when no pair formed for "
                                "this long while both streams arrive, seconds."),
     "intensity_field": ("intensity", "PointCloud2 field used as intensity (0 when absent)."),

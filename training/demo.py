@@ -78,8 +78,8 @@ def _rclpy_works() -> bool:
 
 def evaluate_bag(args: argparse.Namespace, bag: Path, live: bool) -> dict:
     """`nclr-bag eval` on the bag (live, or offline); falls back to offline if live fails."""
+    from nclr_core.data.rosbag.messages import BagError
     from nclr_ros.bag_eval import EvalOptions, evaluate
-    from nclr_ros.bag_messages import BagError
 
     prior = (None, None) if args.no_prior else (args.prior_deg, args.prior_m)
     options = EvalOptions(checkpoint=args.checkpoint, out=args.out / "eval", live=live,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
               "`make setup` (installs requirements/ros.txt) or source a ROS 2 installation",
               file=sys.stderr)
         return 2
-    from nclr_ros.bag_messages import BagError
+    from nclr_core.data.rosbag.messages import BagError
 
     try:
         _, bag = make_drive_bag(args.out, args)

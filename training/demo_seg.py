@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
               "requirements/ros.txt) or source a ROS 2 installation", file=sys.stderr)
         return 2
     from nclr_core.class_table import load_class_table
+    from nclr_core.data.rosbag.messages import BagError
     from nclr_core.engine.metrics_file import write_metrics_json
-    from nclr_ros.bag_messages import BagError
     from nclr_ros.bag_segment import SegmentOptions, segment_bag_live
 
     if args.checkpoint and not Path(args.checkpoint).is_file():

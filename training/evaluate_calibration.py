@@ -202,7 +202,7 @@ def evaluate_registration(models: dict[str, CalibrationNet], cfg: PretrainConfig
                           args: argparse.Namespace, settings: SolverSettings,
                           device: torch.device) -> tuple[dict, list[dict]]:
     """Per method: the registration summary; plus the per-frame rows."""
-    dataset = PairDataset(build_reader(cfg.data, cfg.data.val_split),
+    dataset = PairDataset(build_reader(cfg.data, train=False),
                           pair_transform(cfg.data, train=False), args.seed, args.max_frames)
     accumulators = {name: PretextAccumulator(threshold=model.point_threshold)
                     for name, model in models.items()}
@@ -240,7 +240,7 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
     """Per method: the online-calibration summary (`nclr_core.engine.online_eval`: calls
     over windows from priors at an exact distance, per stage; plus the per-frame figures of
     the network's stage); and the rows (per frame of every call, then per call)."""
-    reader = build_reader(cfg.data, cfg.data.val_split)
+    reader = build_reader(cfg.data, train=False)
     count = len(reader) if args.max_frames is None else min(len(reader), args.max_frames)
     if count == 0:
         raise ValueError("the dataset split holds no frames")

@@ -11,9 +11,11 @@ import argparse
 import sys
 
 from nclr_core.config import ConfigError, load_config
-from nclr_core.data.datasets import check_splits
+from nclr_core.data.datasets import prepare_data
+from nclr_core.data.rosbag.messages import BagError
 from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.pretrain_config import PretrainConfig
+from nclr_core.engine.run_dir import setup_logging
 from nclr_core.engine.trainer import config_from_checkpoint, pretrain
 
 
@@ -33,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             checkpoint = None
             cfg = load_config(PretrainConfig, args.config, args.overrides)
-        check_splits(cfg.data)  # before a run folder is made
+        setup_logging()  # console only: the run folder (and its log file) comes later
+        prepare_data(cfg.data)  # before a run folder is made
         pretrain(cfg, resume=args.resume, checkpoint=checkpoint)
-    except (ConfigError, CheckpointError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError, BagError) as err:
         print(f"pretrain.py: error: {err}", file=sys.stderr)
         return 2
     return 0

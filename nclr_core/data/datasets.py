@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from nclr_core.config import ConfigError
@@ -11,6 +12,8 @@ from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset, resolve_scenes
 from nclr_core.data.nuscenes_keyframe import NuScenesKeyframeDataset
 from nclr_core.data.pairs import PairSampler
+from nclr_core.data.rosbag.dataset import BagSplit, RosbagDataset
+from nclr_core.data.rosbag.messages import BagTopics
 from nclr_core.data.semantickitti import SemanticKittiDataset
 from nclr_core.data.transforms import (
     RNG_KEY,
@@ -18,6 +21,7 @@ from nclr_core.data.transforms import (
     Compose,
     CropPointRange,
     NormalizeImage,
+    PhotometricJitter,
     RandomCrop,
     RandomHorizontalFlip,
     ResizeToCover,
@@ -26,6 +30,7 @@ from nclr_core.data.transforms import (
     sample_rng,
 )
 from nclr_core.engine.pretrain_config import DataConfig
+from nclr_core.io.calibration_files import CalibrationRecord, load_calibration_file
 
 
 class _Concat:
@@ -45,11 +50,42 @@ class _Concat:
         raise IndexError(index)
 
 
-def build_reader(cfg: DataConfig, split: list[str], exclude: list[str] | None = None) -> Any:
-    """The reader of `cfg.dataset` over `split` (see DataConfig for what a split names);
-    `exclude` (nuscenes only) drops those scenes."""
+def given_calibration(cfg: DataConfig) -> np.ndarray | None:
+    """T_cam_lidar (4, 4) given by `data.T_cam_lidar` or the file `data.calibration`, or None
+    (rosbag only; ConfigError when both are set or the value is unusable)."""
+    if cfg.calibration is not None and cfg.T_cam_lidar is not None:
+        raise ConfigError("data.calibration and data.T_cam_lidar are both set: give one")
+    try:
+        if cfg.calibration is not None:
+            return load_calibration_file(cfg.calibration, "data.calibration file")
+        if cfg.T_cam_lidar is not None:
+            return CalibrationRecord(np.array(cfg.T_cam_lidar), "camera", "lidar").T_cam_lidar
+    except ValueError as err:
+        raise ConfigError(f"data.{'calibration' if cfg.calibration else 'T_cam_lidar'}: "
+                          f"{err}") from err
+    return None
+
+
+def rosbag_reader(cfg: DataConfig, train: bool) -> RosbagDataset:
+    """The bags of `cfg.root`, training or validation part (see RosbagConfig)."""
+    bags = cfg.rosbag
+    names = bags.train_bags if train else bags.val_bags
+    split = BagSplit("train" if train else "val", bags.train_fraction, tuple(names))
+    topics = BagTopics(bags.image_topic, bags.info_topic, bags.points_topic,
+                       bags.tf_static_topic)
+    return RosbagDataset(cfg.root, split, topics, bags.sync_slop_s, bags.sync_queue_size,
+                         given_calibration(cfg), bags.intensity_full_scale or None,
+                         bags.cache_dir or None)
+
+
+def build_reader(cfg: DataConfig, train: bool, exclude: list[str] | None = None) -> Any:
+    """The reader of `cfg.dataset` over its training or validation split (see DataConfig
+    for what a split names); `exclude` (nuscenes only) drops those scenes."""
     if exclude and cfg.dataset != "nuscenes":
         raise ValueError(f"exclude is for nuscenes only, not {cfg.dataset!r}")
+    if cfg.dataset == "rosbag":
+        return rosbag_reader(cfg, train)
+    split = cfg.train_split if train else cfg.val_split
     if cfg.dataset in ("synthetic", "semantickitti"):
         return SemanticKittiDataset(cfg.root, sequences=tuple(split), camera=cfg.camera)
     if cfg.dataset == "kitti_object":
@@ -63,13 +99,19 @@ def build_reader(cfg: DataConfig, split: list[str], exclude: list[str] | None = 
 
 
 def pair_transform(cfg: DataConfig, train: bool) -> Compose:
-    """Crop/subsample points, fit the image to the network size, sample the pair, normalise."""
+    """Crop/subsample points, fit the image to the network size (training: random crop,
+    flip, photometric jitter when enabled), sample the pair, normalise."""
     H, W = cfg.image_height, cfg.image_width
     x0, y0, z0, x1, y1, z1 = cfg.point_range
     steps = [CropPointRange((x0, x1), (y0, y1), (z0, z1)), SubsamplePoints(cfg.max_points),
              ResizeToCover(H, W), RandomCrop(H, W) if train else CenterCrop(H, W)]
     if train and cfg.flip_probability > 0:
         steps.append(RandomHorizontalFlip(cfg.flip_probability))
+    jitter = cfg.photometric
+    if train and jitter.enabled:
+        steps.append(PhotometricJitter(jitter.brightness, jitter.contrast, jitter.gamma,
+                                       jitter.noise_std, jitter.blur_probability,
+                                       jitter.blur_sigma_px))
     steps += [PairSampler(math.radians(cfg.rotation_range_deg), cfg.translation_range_m,
                           cfg.overlap_radius_cells), NormalizeImage()]
     return Compose(steps)
@@ -102,10 +144,33 @@ class PairDataset(Dataset):
         return sample
 
 
+def _check_rosbag(cfg: DataConfig) -> None:
+    """ConfigError for rosbag splits that name bags wrongly or a calibration that cannot be
+    used; for data.calibration / data.T_cam_lidar set for another dataset."""
+    if cfg.dataset != "rosbag":
+        if cfg.calibration is not None or cfg.T_cam_lidar is not None:
+            raise ConfigError(f"data.calibration and data.T_cam_lidar apply to rosbag only; "
+                              f"{cfg.dataset} frames carry their calibration")
+        return
+    bags = cfg.rosbag
+    if bool(bags.train_bags) != bool(bags.val_bags):
+        raise ConfigError("data.rosbag.train_bags and val_bags: name bags for both, or for "
+                          "neither (the time split)")
+    shared = sorted(set(bags.train_bags) & set(bags.val_bags))
+    if shared:
+        raise ConfigError(f"data.rosbag.val_bags shares bag(s) {shared} with train_bags")
+    if not 0.0 < bags.train_fraction < 1.0:
+        raise ConfigError(f"data.rosbag.train_fraction must lie in (0, 1), got "
+                          f"{bags.train_fraction}")
+    given_calibration(cfg)
+
+
 def check_splits(cfg: DataConfig) -> None:
     """ConfigError unless a nuscenes config holds out validation scenes: `val_split` must
-    name scenes (tokens or names) that `train_split` does not. Other datasets pass as they are.
+    name scenes (tokens or names) that `train_split` does not; unless rosbag splits name
+    disjoint bags (or none) and a given calibration can be used. Others pass as they are.
     """
+    _check_rosbag(cfg)
     if cfg.dataset != "nuscenes":
         return
     if not cfg.val_split:
@@ -127,6 +192,16 @@ def check_splits(cfg: DataConfig) -> None:
                           "validation scene must not be trained on")
 
 
+def prepare_data(cfg: DataConfig) -> None:
+    """Checks that need the data, run before a training run makes its folder: the splits
+    (`check_splits`); rosbag: both parts read, the bags decoded into the cache (later reads
+    reuse it), so a missing topic or calibration fails here."""
+    check_splits(cfg)
+    if cfg.dataset == "rosbag":
+        for train in (True, False):
+            rosbag_reader(cfg, train)
+
+
 def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
     """Training pairs (random crops, fresh pairs each epoch) or fixed validation pairs.
 
@@ -134,8 +209,8 @@ def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
     version but the `val_split` ones.
     """
     check_splits(cfg)
-    split = cfg.train_split if train else cfg.val_split
-    exclude = cfg.val_split if cfg.dataset == "nuscenes" and train and not split else None
+    exclude = (cfg.val_split if cfg.dataset == "nuscenes" and train and not cfg.train_split
+               else None)
     max_frames = None if train else cfg.val_max_frames
-    return PairDataset(build_reader(cfg, split, exclude), pair_transform(cfg, train), seed,
+    return PairDataset(build_reader(cfg, train, exclude), pair_transform(cfg, train), seed,
                        max_frames)

@@ -12,6 +12,7 @@ generator seeded at construction.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -252,4 +253,63 @@ class NormalizeImage:
             raise ValueError(f"NormalizeImage expects a uint8 image, got {image.dtype}")
         chw = image.transpose(2, 0, 1).astype(np.float32) / 255.0
         sample["image"] = np.ascontiguousarray((chw - self.mean) / self.std)
+        return sample
+
+
+class PhotometricJitter(RandomTransform):
+    """What a real camera does to a rendered image: blur, exposure, tone curve, noise.
+
+    Rendered images are sharp, noiseless and evenly exposed. In this order, each drawn per
+    sample (0 disables a component):
+
+    - blur: with probability `blur_probability`, a Gaussian of sigma U(0.3, `blur_sigma_px`);
+    - brightness: gain U(1 - `brightness`, 1 + `brightness`);
+    - contrast: the deviation from the mean grey scaled by U(1 - `contrast`, 1 + `contrast`);
+    - gamma: value^g (0-1 scale), log g ~ U(-log(1 + `gamma`), log(1 + `gamma`));
+    - noise: Gaussian per pixel and channel, std U(0, `noise_std`) of the full scale.
+
+    Only pixel values change (uint8 (H, W, 3) RGB in and out): K, the points and the pair's
+    ground truth stay valid, so it may run anywhere before `NormalizeImage`.
+    """
+
+    def __init__(self, brightness: float = 0.3, contrast: float = 0.3, gamma: float = 0.3,
+                 noise_std: float = 0.02, blur_probability: float = 0.3,
+                 blur_sigma_px: float = 1.5, seed: int | None = None) -> None:
+        super().__init__(seed)
+        for name, value, upper in (("brightness", brightness, 1.0),
+                                   ("contrast", contrast, 1.0),
+                                   ("blur_probability", blur_probability, 1.0)):
+            if not 0.0 <= value <= upper:
+                raise ValueError(f"{name} must lie in [0, {upper}], got {value}")
+        for name, value in (("gamma", gamma), ("noise_std", noise_std),
+                            ("blur_sigma_px", blur_sigma_px)):
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        self.brightness, self.contrast, self.gamma = brightness, contrast, gamma
+        self.noise_std = noise_std
+        self.blur_probability, self.blur_sigma_px = blur_probability, blur_sigma_px
+
+    def __call__(self, sample: Sample) -> Sample:
+        image = _image(sample)
+        if image.dtype != np.uint8:
+            raise ValueError(f"PhotometricJitter expects a uint8 image, got {image.dtype}")
+        rng = self.rng(sample)
+        # every draw is made whatever is enabled, so one switch does not reshuffle the others
+        blur = rng.random() < self.blur_probability
+        sigma = rng.uniform(0.3, max(0.3, self.blur_sigma_px))
+        gain = rng.uniform(1.0 - self.brightness, 1.0 + self.brightness)
+        contrast = rng.uniform(1.0 - self.contrast, 1.0 + self.contrast)
+        gamma = math.exp(rng.uniform(-1.0, 1.0) * math.log1p(self.gamma))
+        noise_std = rng.uniform(0.0, self.noise_std)
+        noise = rng.standard_normal(image.shape, dtype=np.float32)
+
+        out = image
+        if blur and self.blur_sigma_px > 0.0:
+            out = cv2.GaussianBlur(out, (0, 0), sigma)
+        x = out.astype(np.float32) / 255.0
+        x = x * gain
+        x = (x - x.mean()) * contrast + x.mean()
+        x = np.clip(x, 0.0, 1.0) ** gamma
+        x = x + noise * noise_std
+        sample["image"] = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
         return sample

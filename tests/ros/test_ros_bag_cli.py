@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Writer
 
+from nclr_core.data.rosbag.messages import IMAGE_TYPE, POINTCLOUD2_TYPE, BagTopics, typestore
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import write_bag
-from nclr_ros.bag_messages import (
-    IMAGE_TYPE,
-    POINTCLOUD2_TYPE,
-    BagTopics,
-    encode_image,
-    encode_points,
-    typestore,
-)
+from nclr_ros.bag_messages import encode_image, encode_points
 
 
 def _samples(count: int) -> list[dict]:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from nclr_core.data.kitti import KittiObjectDataset
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames, open_bag, read_tf_static
 from nclr_core.data.semantickitti import SemanticKittiDataset
 from nclr_ros.bag_convert import KITTI_OBJECT_RATE_HZ, convert, write_bag
-from nclr_ros.bag_messages import BagError, BagTopics
-from nclr_ros.bag_read import BagFrames, open_bag, read_tf_static
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 3

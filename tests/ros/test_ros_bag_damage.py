@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
+from nclr_core.data.rosbag.integrity import verify_bag
+from nclr_core.data.rosbag.mcap_integrity import MCAP_MAGIC
+from nclr_core.data.rosbag.sqlite_integrity import CRC_TABLE
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import convert
-from nclr_ros.bag_integrity import verify_bag
-from nclr_ros.mcap_integrity import MCAP_MAGIC
-from nclr_ros.sqlite_integrity import CRC_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 4

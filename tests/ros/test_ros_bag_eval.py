@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Writer
 
+from nclr_core.data.rosbag.messages import IMAGE_TYPE, POINTCLOUD2_TYPE, BagTopics, typestore
 from nclr_core.online.pose import prior_at_distance
 from nclr_ros.bag_cli import main
 from nclr_ros.bag_convert import convert, write_bag
 from nclr_ros.bag_eval import EvalOptions, evaluate
 from nclr_ros.bag_live import node_prior
-from nclr_ros.bag_messages import (
-    IMAGE_TYPE,
-    POINTCLOUD2_TYPE,
-    BagTopics,
-    encode_image,
-    encode_points,
-    typestore,
-)
+from nclr_ros.bag_messages import encode_image, encode_points
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 4

@@ -54,6 +54,8 @@ def test_learned_stages_need_a_checkpoint(bag, tmp_path):
 def test_calibrate_writes_the_refined_calibration_from_a_rough_prior(bag, tmp_path):
     import numpy as np
 
+    from nclr_core.data.rosbag.messages import BagTopics
+    from nclr_core.data.rosbag.reader import BagFrames
     from nclr_core.geometry.metrics import pose_errors
     from nclr_core.io.calibration_files import (
         CalibrationRecord,
@@ -62,8 +64,6 @@ def test_calibrate_writes_the_refined_calibration_from_a_rough_prior(bag, tmp_pa
     )
     from nclr_core.online.pose import prior_at_distance
     from nclr_ros.bag_cli import main
-    from nclr_ros.bag_messages import BagTopics
-    from nclr_ros.bag_read import BagFrames
 
     T_true = next(iter(BagFrames(bag, BagTopics(), slop=0.05)))["T_cam_lidar"]
     rough = prior_at_distance(T_true, 2.0, 0.1, np.random.default_rng(4))

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from nclr_core.data.rosbag.mcap_integrity import OP_CHUNK, OP_DATA_END
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames
+from nclr_core.data.rosbag.sqlite_integrity import CRC_TABLE
 from nclr_ros.bag_convert import write_bag
-from nclr_ros.bag_messages import BagError, BagTopics
-from nclr_ros.bag_read import BagFrames
-from nclr_ros.mcap_integrity import OP_CHUNK, OP_DATA_END
-from nclr_ros.sqlite_integrity import CRC_TABLE
 
 SCALE = float(os.environ.get("NCLR_FUZZ_SCALE", "1"))
 FUZZ = settings(max_examples=int(120 * SCALE), suppress_health_check=[HealthCheck.too_slow])

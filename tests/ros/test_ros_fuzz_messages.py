@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 
+from nclr_core.data.rosbag.image_msgs import compressed_image_to_rgb, image_to_rgb
+from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_array, pointcloud2_to_xyzi
 from nclr_core.geometry.camera import FOCAL_RANGE_OF_IMAGE_SIZE, PRINCIPAL_POINT_MARGIN
 from nclr_ros.conversions import camera_info_to_camera
-from nclr_ros.image_msgs import compressed_image_to_rgb, image_to_rgb
-from nclr_ros.pointcloud2 import pointcloud2_to_array, pointcloud2_to_xyzi
 
 SCALE = float(os.environ.get("NCLR_FUZZ_SCALE", "1"))
 FUZZ = settings(max_examples=int(300 * SCALE), suppress_health_check=[HealthCheck.too_slow])

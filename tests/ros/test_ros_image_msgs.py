@@ -6,15 +6,14 @@ import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from nclr_ros.conversions import camera_info_to_camera
-from nclr_ros.image_msgs import (
+from nclr_core.data.rosbag.image_msgs import (
     SUPPORTED_ENCODINGS,
-    array_to_image,
     compressed_image_to_rgb,
     image_to_array,
     image_to_rgb,
-    rgb_to_compressed_image,
 )
+from nclr_ros.conversions import camera_info_to_camera
+from nclr_ros.image_msgs import array_to_image, rgb_to_compressed_image
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

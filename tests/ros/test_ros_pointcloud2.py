@@ -7,13 +7,12 @@ import pytest
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from nclr_ros.pointcloud2 import (
-    array_to_pointcloud2,
+from nclr_core.data.rosbag.pointcloud2 import (
     fields_to_dtype,
     pointcloud2_to_array,
     pointcloud2_to_xyzi,
-    xyz_fields_to_pointcloud2,
 )
+from nclr_ros.pointcloud2 import array_to_pointcloud2, xyz_fields_to_pointcloud2
 
 ALL_TYPES = ["i1", "u1", "i2", "u2", "i4", "u4", "f4", "f8"]
 

@@ -44,11 +44,8 @@ def _drive(timeout_s: float) -> dict:
     from std_msgs.msg import Header
 
     from nclr_core.class_table import load_class_table
-    from nclr_ros.pointcloud2 import (
-        array_to_pointcloud2,
-        pointcloud2_to_array,
-        xyz_fields_to_pointcloud2,
-    )
+    from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_array
+    from nclr_ros.pointcloud2 import array_to_pointcloud2, xyz_fields_to_pointcloud2
     from nclr_ros.segmentation_node import packed_rgb
 
     rclpy.init()

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from nclr_ros.time_sync import ApproximateTimePairer
+from nclr_core.data.rosbag.time_sync import ApproximateTimePairer
 
 
 def _check_accounting(sync):

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from nclr_core.engine.checkpoint import load_checkpoint
@@ -25,8 +26,8 @@ TINY = [
 ]
 
 
-def _run(args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _run(args, cwd, env=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     done = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -124,3 +125,38 @@ def test_init_weights_start_a_fresh_run_from_a_checkpoint(tiny_synthetic, tmp_pa
     assert "weights do not fit the configured model" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "third").exists()  # issue 16: it used to leave an empty run folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_bag_pretrains_as_the_config_stands_and_resumes(tiny_synthetic, tmp_path, storage):
+    from nclr_ros.bag_convert import convert
+
+    # 3 frames 0.1 s apart: frames 0 and 1 train, frame 2 validates; one step an epoch
+    bag = convert("synthetic", tiny_synthetic, tmp_path / "drive", storage=storage).path
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # the default cache folder
+    sets = ["--set", "data.dataset=rosbag", *_sets(bag, tmp_path / "runs", "train.epochs=3",
+                                                   "train.max_steps=2")]
+    first = _run([PRETRAIN, "--config", CONFIG, *sets], tmp_path, env)
+    assert "3 pairs decoded into" in first.stderr
+    run = _only_run(tmp_path / "runs")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert "2 training frames" in (run / "train.log").read_text()
+    assert len(list((tmp_path / "cache" / "nclr" / "rosbag").iterdir())) == 1
+    resumed = _run([PRETRAIN, "--resume", run / "checkpoints" / "last.pt", "--set",
+                    "train.max_steps=3"], tmp_path, env)
+    assert "decoded into" not in resumed.stderr  # the cache, not the bag again
+    assert "3 decoded pairs from the cache" in resumed.stderr
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    assert "resumed from step 2" in (run / "train.log").read_text()
+
+    # a topic the bag lacks: one line naming the option, no run folder
+    env = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    done = subprocess.run(
+        [sys.executable, str(PRETRAIN), "--config", str(CONFIG), *sets, "--set",
+         f"output_root={tmp_path / 'bad'}", "--set", "data.rosbag.points_topic=/velodyne"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no PointCloud2 topic '/velodyne'" in done.stderr
+    assert "data.rosbag.points_topic" in done.stderr
+    assert not (tmp_path / "bad").exists()

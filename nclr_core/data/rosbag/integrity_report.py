@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nclr_ros.bag_messages import BagError, ns_to_seconds
+from nclr_core.data.rosbag.messages import BagError, ns_to_seconds
 
 MAX_REPORTED = 3  # damage entries spelled out in one error line
 

@@ -6,8 +6,8 @@ image/cloud pair formed by `ApproximateTimePairer`, the pairer the calibration n
 fed in bag order. An image takes the newest CameraInfo received before it; messages that
 share a bag timestamp are taken in the order CameraInfo, image, cloud. Every failure to read
 the bag raises `BagError` naming the bag; the bag's integrity is checked first
-(`nclr_ros.bag_integrity.check_bag`: CRCs, storage structure), so a damaged bag fails before
-any of it is used instead of being read wrong.
+(`integrity.check_bag` beside this module: CRCs, storage structure), so a damaged bag fails
+before any of it is used instead of being read wrong.
 """
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
-from nclr_core.geometry.camera import CameraModel
-from nclr_ros.bag_integrity import check_bag
-from nclr_ros.bag_messages import (
+from nclr_core.data.rosbag.camera_info import camera_info_to_camera
+from nclr_core.data.rosbag.integrity import check_bag
+from nclr_core.data.rosbag.integrity_report import IntegrityReport
+from nclr_core.data.rosbag.messages import (
     CAMERA_INFO_TYPE,
     COMPRESSED_IMAGE_TYPE,
     IMAGE_TYPE,
@@ -40,9 +41,12 @@ from nclr_ros.bag_messages import (
     image_message_to_rgb,
     tf_message_transforms,
 )
-from nclr_ros.conversions import camera_info_to_camera
-from nclr_ros.integrity_report import IntegrityReport
-from nclr_ros.time_sync import ApproximateTimePairer, SyncCounters
+from nclr_core.data.rosbag.time_sync import (
+    DEFAULT_QUEUE_SIZE,
+    ApproximateTimePairer,
+    SyncCounters,
+)
+from nclr_core.geometry.camera import CameraModel
 
 if sys.version_info >= (3, 14):
     from compression.zstd import ZstdError
@@ -55,6 +59,9 @@ else:
 _READ_ERRORS = (ReaderError, OSError, sqlite3.Error, apsw.Error, ZstdError, RuntimeError,
                 struct.error, ValueError, KeyError, IndexError, AssertionError, EOFError,
                 MemoryError, OverflowError)
+
+# The nclr-bag options choosing the image, CameraInfo and PointCloud2 topics.
+TOPIC_FLAGS = ("--image-topic", "--info-topic", "--points-topic")
 
 # Order of messages sharing one bag timestamp: transforms, calibration, image, cloud.
 _RANK = {"tf": 0, "info": 1, "image": 2, "points": 3}
@@ -126,9 +133,12 @@ class BagFrames:
     """
 
     def __init__(self, path: str | Path, topics: BagTopics, slop: float,
-                 queue_size: int = 10) -> None:
+                 queue_size: int = DEFAULT_QUEUE_SIZE,
+                 topic_options: tuple[str, str, str] = TOPIC_FLAGS) -> None:
         """`topics`: names to read (the image may also be `<image>/compressed`); `slop`,
-        `queue_size`: the pairer's settings (seconds, messages)."""
+        `queue_size`: the pairer's settings (seconds, messages); `topic_options`: how the
+        caller's user chooses the image, CameraInfo and PointCloud2 topics (named in the
+        error for a missing topic)."""
         self.path = Path(path)
         self.topics = topics
         self._pairer_args = (slop, queue_size)
@@ -143,12 +153,13 @@ class BagFrames:
                 self.image_type = COMPRESSED_IMAGE_TYPE
             else:
                 self.image_type = IMAGE_TYPE
+            image_option, info_option, points_option = topic_options
             _require(self.path, types, self.image_topic, self.image_type, "image",
-                     "--image-topic")
+                     image_option)
             _require(self.path, types, topics.info, CAMERA_INFO_TYPE, "CameraInfo",
-                     "--info-topic")
+                     info_option)
             _require(self.path, types, topics.points, POINTCLOUD2_TYPE, "PointCloud2",
-                     "--points-topic")
+                     points_option)
             self.tf_static = read_tf_static(reader, self.path, topics.tf_static)
         self.counters = SyncCounters()
         self.images_without_info = 0

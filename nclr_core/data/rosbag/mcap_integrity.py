@@ -29,8 +29,8 @@ if sys.version_info >= (3, 14):
 else:
     from backports import zstd
 
-from nclr_ros.bag_messages import BagError
-from nclr_ros.integrity_report import Damage, IntegrityReport
+from nclr_core.data.rosbag.integrity_report import Damage, IntegrityReport
+from nclr_core.data.rosbag.messages import BagError
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 _RECORD_HEAD = 9  # opcode u8 + length u64

@@ -24,6 +24,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+# The calibration node's defaults (its sync_slop_s, sync_queue_size parameters): the largest
+# |image stamp - cloud stamp| of a pair, seconds, and the unpaired messages kept per stream.
+DEFAULT_SLOP_S = 0.05
+DEFAULT_QUEUE_SIZE = 10
 
 @dataclass(frozen=True)
 class Pair:

@@ -2,7 +2,7 @@
 
 A damaged bag must fail with a named error, never be read silently wrong, so every tool
 checks a bag with `check_bag` before it reads or publishes anything. Each storage file is
-checked by its format's module (`nclr_ros.mcap_integrity`, `nclr_ros.sqlite_integrity`);
+checked by its format's module (`mcap_integrity`, `sqlite_integrity` beside this one);
 `seal_bag` adds their CRCs to a bag just written.
 
 metadata.yaml, which the readers trust for topic names, types and hashes, has a copy inside
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from nclr_ros.bag_messages import BagError
-from nclr_ros.integrity_report import Damage, IntegrityReport
-from nclr_ros.mcap_integrity import seal_mcap, verify_mcap
-from nclr_ros.sqlite_integrity import seal_sqlite, verify_sqlite
+from nclr_core.data.rosbag.integrity_report import Damage, IntegrityReport
+from nclr_core.data.rosbag.mcap_integrity import seal_mcap, verify_mcap
+from nclr_core.data.rosbag.messages import BagError
+from nclr_core.data.rosbag.sqlite_integrity import seal_sqlite, verify_sqlite
 
 
 def bag_files(path: Path) -> tuple[str, list[Path], dict]:

@@ -18,8 +18,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from nclr_ros.bag_messages import BagError
-from nclr_ros.integrity_report import Damage, IntegrityReport
+from nclr_core.data.rosbag.integrity_report import Damage, IntegrityReport
+from nclr_core.data.rosbag.messages import BagError
 
 CRC_TABLE = "nclr_crc"
 
