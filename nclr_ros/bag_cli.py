@@ -4,7 +4,7 @@
                      [--storage sqlite3|mcap] [--compressed] [--sequence NN | --split S]
                      [--max-frames N]
     nclr-bag play BAG [--rate R] [--loop] [--clock] [--topics T ...] [--reliable]
-                      [--delay S]
+                      [--delay S] [--wait-for-subscribers S]
     nclr-bag check BAG [--image-topic T] [--info-topic T] [--points-topic T] [--slop S]
     nclr-bag eval BAG --checkpoint C --out DIR [--ground-truth FILE] [--live]
                       [--prior-deg D --prior-m M] [--image-topic T] [--info-topic T]
@@ -13,8 +13,8 @@
 
 Bad input (missing source folder, unreadable, truncated or damaged bag, missing topics)
 prints one line `nclr-bag: error: ...` on stderr and exits with status 2. Every command
-checks a bag's integrity (`nclr_ros.bag_integrity`) before it uses it; `check` reports what
-was verified, and for a damaged bag which topics and time range are damaged.
+checks a bag's integrity (`nclr_core.data.rosbag.integrity`) before it uses it; `check`
+reports what was verified, and for a damaged bag which topics and time range are damaged.
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nclr_core.data.rosbag.messages import BagError, BagTopics
+from nclr_core.data.rosbag.reader import BagFrames
+from nclr_core.data.rosbag.time_sync import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S
 from nclr_core.geometry.se3 import rpy_from_matrix
 from nclr_ros.bag_calibrate import CalibrateOptions, calibrate_bag
 from nclr_ros.bag_convert import SOURCES, STORAGES, convert
 from nclr_ros.bag_eval import EvalOptions, evaluate
-from nclr_ros.bag_messages import BagError, BagTopics
 from nclr_ros.bag_play import PlayOptions, play
-from nclr_ros.bag_read import BagFrames
 
 LOG = logging.getLogger("nclr-bag")
 EXIT_USAGE = 2
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="reliable sensor topics (default best effort)")
     ply.add_argument("--delay", type=float, default=0.0,
                      help="seconds to wait before the first message (discovery)")
+    ply.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                     help="then wait up to S seconds until every played topic has a "
+                          "subscriber")
 
     chk = sub.add_parser("check", help="verify a bag's integrity (CRCs, storage structure), "
                                        "pair its image and cloud streams like the node and "
@@ -82,9 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--info-topic", default=_DEFAULTS.info, help="CameraInfo topic")
     chk.add_argument("--points-topic", default=_DEFAULTS.points, help="PointCloud2 topic")
     chk.add_argument("--tf-static-topic", default=_DEFAULTS.tf_static)
-    chk.add_argument("--slop", type=float, default=0.05,
+    chk.add_argument("--slop", type=float, default=DEFAULT_SLOP_S,
                      help="largest image/cloud stamp gap paired (s)")
-    chk.add_argument("--queue-size", type=int, default=10, help="pairer queue per stream")
+    chk.add_argument("--queue-size", type=int, default=DEFAULT_QUEUE_SIZE,
+                     help="pairer queue per stream")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint as a calibrator on a bag "
                                      "(offline, or --live through the node)")
@@ -169,7 +174,8 @@ def _play(args: argparse.Namespace) -> int:
     options = PlayOptions(rate=args.rate, loop=args.loop, clock=args.clock,
                           clock_hz=args.clock_hz,
                           topics=tuple(args.topics) if args.topics else None,
-                          reliable=args.reliable, delay=args.delay)
+                          reliable=args.reliable, delay=args.delay,
+                          subscriber_timeout=args.wait_for_subscribers)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set())
                 for signum in (signal.SIGINT, signal.SIGTERM)}

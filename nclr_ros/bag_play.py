@@ -3,7 +3,7 @@
 The bag is read with `rosbags` and each message's CDR bytes are published unchanged
 (`Publisher.publish(bytes)`), so no per-type conversion happens and stamps stay as
 recorded. Nothing is published before the whole bag has been checked: its integrity
-(`nclr_ros.bag_integrity.check_bag`) and a full read of the selected topics, so a damaged
+(`nclr_core.data.rosbag.integrity.check_bag`) and a full read of the selected topics, so a damaged
 bag fails with BagError instead of being played up to the damage. A message recorded at
 bag time t is sent at `start + (t - t_first) / rate` on the
 wall clock. Topics whose message type has no Python package here (e.g. tf2_msgs when only
@@ -34,9 +34,9 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
-from nclr_ros.bag_integrity import check_bag
-from nclr_ros.bag_messages import TF_TYPE, BagError
-from nclr_ros.bag_read import iter_raw, open_bag, topic_types
+from nclr_core.data.rosbag.integrity import check_bag
+from nclr_core.data.rosbag.messages import TF_TYPE, BagError
+from nclr_core.data.rosbag.reader import iter_raw, open_bag, topic_types
 from nclr_ros.dds_profile import apply_default_profile
 
 LOG = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ SENSOR_QUEUE_DEPTH = 10
 class PlayOptions:
     """How to play: `rate` (x real time, > 0), `loop`, `clock` (publish /clock at `clock_hz`),
     `topics` (None: every topic), `reliable` sensor topics, `delay` seconds before the first
-    message (time for subscribers to be discovered), `ack_timeout` seconds to wait at the
+    message (time for subscribers to be discovered), `subscriber_timeout` (> 0: then, up to
+    that many seconds until every played topic has a matched subscriber; a reliable
+    subscriber matched late misses what came before), `ack_timeout` seconds to wait at the
     end until every reliable subscriber has acknowledged the last messages (a player that
     exits at once loses them)."""
 
@@ -59,6 +61,7 @@ class PlayOptions:
     topics: tuple[str, ...] | None = None
     reliable: bool = False
     delay: float = 0.0
+    subscriber_timeout: float = 0.0
     ack_timeout: float = 10.0
 
     def __post_init__(self) -> None:
@@ -68,6 +71,9 @@ class PlayOptions:
             raise ValueError(f"clock rate must be > 0 Hz, got {self.clock_hz}")
         if not self.delay >= 0.0:
             raise ValueError(f"delay must be >= 0 s, got {self.delay}")
+        if not self.subscriber_timeout >= 0.0:
+            raise ValueError(f"subscriber timeout must be >= 0 s, got "
+                             f"{self.subscriber_timeout}")
         if not self.ack_timeout >= 0.0:
             raise ValueError(f"ack timeout must be >= 0 s, got {self.ack_timeout}")
 
@@ -150,6 +156,7 @@ class BagPlayer:
             raise BagError(f"{self.path}: none of the selected topics can be published")
         if self.options.delay > 0.0:
             stop.wait(self.options.delay)
+        self._wait_for_subscribers(publishers, stop)
         while not stop.is_set():
             self._one_pass(publishers, clock_pub, stop, stats)
             if stop.is_set():
@@ -163,6 +170,17 @@ class BagPlayer:
                 LOG.warning("%s: not every subscriber of %s acknowledged the last messages "
                             "within %g s", self.path, topic, self.options.ack_timeout)
         return stats
+
+    def _wait_for_subscribers(self, publishers: dict[str, Any], stop: threading.Event) -> None:
+        """Up to `subscriber_timeout` s until every publisher has a matched subscription."""
+        deadline = time.monotonic() + self.options.subscriber_timeout
+        waiting = [t for t, p in publishers.items() if p.get_subscription_count() == 0]
+        while waiting and not stop.is_set() and time.monotonic() < deadline:
+            stop.wait(0.05)
+            waiting = [t for t in waiting if publishers[t].get_subscription_count() == 0]
+        if waiting and self.options.subscriber_timeout > 0.0:
+            LOG.warning("%s: no subscriber of %s within %g s; playing anyway", self.path,
+                        ", ".join(waiting), self.options.subscriber_timeout)
 
     def _one_pass(self, publishers: dict[str, Any], clock_pub: Any, stop: threading.Event,
                   stats: PlayStats) -> None:

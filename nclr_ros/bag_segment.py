@@ -155,8 +155,8 @@ def segment_bag_live(bag: str | Path, options: SegmentOptions) -> SegmentRun:
         player = subprocess.Popen(
             [sys.executable, "-m", "nclr_ros.bag_cli", "play", str(bag), "--topics",
              options.points_topic, "--reliable", "--rate", str(options.rate), "--delay",
-             str(options.delay_s)], env=env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True)
+             str(options.delay_s), "--wait-for-subscribers", str(options.timeout_s)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
         settled: list[float] = []  # when the player exited plus SETTLE_S
 

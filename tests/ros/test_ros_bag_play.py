@@ -16,11 +16,11 @@ from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from nclr_core.data.rosbag.image_msgs import image_to_rgb
+from nclr_core.data.rosbag.messages import BagError
+from nclr_core.data.rosbag.pointcloud2 import pointcloud2_to_xyzi
 from nclr_ros.bag_convert import write_bag
-from nclr_ros.bag_messages import BagError
 from nclr_ros.bag_play import PlayOptions, message_class, select_topics
-from nclr_ros.image_msgs import image_to_rgb
-from nclr_ros.pointcloud2 import pointcloud2_to_xyzi
 
 STAMPS = (2.0, 2.1, 2.2)
 TIMEOUT_S = 30.0
@@ -132,3 +132,37 @@ def test_topic_selection_and_options(tmp_path):
         PlayOptions(rate=-1.0)
     assert message_class("sensor_msgs/msg/Image") is Image
     assert message_class("no_such_msgs/msg/Thing") is None
+
+
+def test_a_late_reliable_subscriber_gets_every_message_when_the_player_waits(tmp_path,
+                                                                             monkeypatch):
+    bag = tmp_path / "bag"
+    write_bag(_samples(), bag)
+    domain = random.randint(100, 200)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    player = subprocess.Popen(
+        [sys.executable, "-m", "nclr_ros.bag_cli", "play", str(bag), "--topics", "/lidar/points",
+         "--reliable", "--wait-for-subscribers", str(TIMEOUT_S)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    time.sleep(2.0)  # the player is up and waiting before anyone subscribes
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    received = []
+    try:
+        node = rclpy.create_node("bag_play_late", context=context)
+        node.create_subscription(PointCloud2, "/lidar/points", received.append,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(received) < len(STAMPS) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        _, err = player.communicate(timeout=TIMEOUT_S)
+    finally:
+        if player.poll() is None:
+            player.kill()
+            player.wait()
+        rclpy.try_shutdown(context=context)
+    assert player.returncode == 0, err
+    assert [_seconds(m) for m in received] == list(STAMPS)
