@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import load_checkpoint
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.transforms import NormalizeImage
-from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.metrics import rre_geodesic_deg
 from nclr_core.geometry.pnp_ransac import solve_pnp_ransac

@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.engine.calibration_eval import plot_recall_curves, write_frames_csv
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.inference import Calibrator

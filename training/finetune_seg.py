@@ -21,8 +21,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.config import ConfigError, load_config
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.finetune import finetune
 from nclr_core.engine.finetune_config import FinetuneConfig
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nclr_core.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.config import ConfigError, load_config
 from nclr_core.data.datasets import check_splits
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import config_from_checkpoint, pretrain
 

@@ -7,6 +7,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from nclr_core.config import ConfigError
+from nclr_core.data.config import DataConfig
 from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset, resolve_scenes
 from nclr_core.data.nuscenes_keyframe import NuScenesKeyframeDataset
@@ -25,7 +26,6 @@ from nclr_core.data.transforms import (
     SubsamplePoints,
     sample_rng,
 )
-from nclr_core.engine.pretrain_config import DataConfig
 
 
 class _Concat:

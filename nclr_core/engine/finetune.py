@@ -18,9 +18,7 @@ truth), `confusion_matrix` and, with the instance head, `pq`, `sq`, `rq`, `pq_th
 chosen, `total_steps`, `stopped_at_step`, `stop_reason`) and `validation` (`best_miou`,
 `best_step`, `history` of {step, miou}).
 
-Segmentation checkpoints (`kind` = `SEGMENTATION_KIND`) hold `model` (state dict),
-`model_kwargs` (SegmentationNet kwargs), `class_names`, `config`, `step`; they rebuild
-the model without the config file (`load_segmentation_model`).
+The checkpoints are segmentation checkpoints (`nclr_core.models.segmentation_checkpoint`).
 """
 from __future__ import annotations
 
@@ -39,6 +37,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from nclr_core.atomic_write import write_text_atomic
+from nclr_core.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, save_config, to_dict
 from nclr_core.data.label_subsets import select_labelled_frames
 from nclr_core.data.segmentation_dataset import (
@@ -48,7 +47,6 @@ from nclr_core.data.segmentation_dataset import (
     segmentation_transform,
 )
 from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES, SemanticKittiDataset
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.engine.finetune_config import FinetuneConfig
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.run_dir import setup_logging
@@ -60,10 +58,10 @@ from nclr_core.engine.segmentation_eval import (
 from nclr_core.engine.trainer import cosine_with_warmup
 from nclr_core.models.backbone_checkpoint import load_backbone
 from nclr_core.models.segmentation import SegmentationNet
+from nclr_core.models.segmentation_checkpoint import SEGMENTATION_KIND
 
 log = logging.getLogger("nclr.finetune")
 
-SEGMENTATION_KIND = "nclr_segmentation"
 SCRATCH = "scratch"
 # backbone kwargs that must agree between the fine-tune config and an --init checkpoint
 ARCHITECTURE_KEYS = ("variant", "in_channels", "out_channels", "base_channels", "voxel_size")
@@ -117,18 +115,6 @@ def build_model(cfg: FinetuneConfig) -> SegmentationNet:
         load_pretrained_backbone(model, kwargs["backbone"], cfg.init)
         log.info("backbone initialised from %s", cfg.init)
     return model
-
-
-def load_segmentation_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                            ) -> tuple[SegmentationNet, dict[str, Any]]:
-    """(model in eval mode, checkpoint dict) from a fine-tuning checkpoint."""
-    checkpoint = load_checkpoint(path, map_location)
-    if checkpoint.get("kind") != SEGMENTATION_KIND:
-        raise CheckpointError(f"{path}: not a segmentation checkpoint "
-                              f"(kind {checkpoint.get('kind')!r})")
-    model = SegmentationNet(**checkpoint["model_kwargs"])
-    model.load_state_dict(checkpoint["model"], strict=True)
-    return model.eval(), checkpoint
 
 
 def _reader(root: str, split: list[str]) -> SemanticKittiDataset:

@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.datasets import build_pair_dataset
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.models.point_encoder import PointEncoder
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nclr_core.engine.checkpoint import save_checkpoint
+from nclr_core.checkpoint import save_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import invert, make_transform, matrix_from_rpy, transform_points

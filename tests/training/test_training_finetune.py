@@ -7,14 +7,15 @@ import pytest
 import torch
 import yaml
 
+from nclr_core.checkpoint import save_checkpoint
 from nclr_core.config import ConfigError, load_config, to_dict
+from nclr_core.data.config import DataConfig
 from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
 from nclr_core.data.synthetic.sequence import SyntheticConfig
 from nclr_core.data.synthetic.writer import write_dataset
-from nclr_core.engine.checkpoint import save_checkpoint
 from nclr_core.engine.finetune import build_model
 from nclr_core.engine.finetune_config import FinetuneConfig
-from nclr_core.engine.pretrain_config import DataConfig, PretrainConfig
+from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.models.point_encoder import PointEncoder
 from nclr_core.segmenter import Segmenter
