@@ -12,7 +12,6 @@ import sys
 
 from nclr_core.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.config import ConfigError, load_config
-from nclr_core.data.datasets import check_splits
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import config_from_checkpoint, pretrain
 
@@ -33,7 +32,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             checkpoint = None
             cfg = load_config(PretrainConfig, args.config, args.overrides)
-        check_splits(cfg.data)  # before a run folder is made
         pretrain(cfg, resume=args.resume, checkpoint=checkpoint)
     except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"pretrain.py: error: {err}", file=sys.stderr)

@@ -3,7 +3,9 @@ which frames, and how they become network inputs and training pairs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+from nclr_core.config import ConfigError, from_dict
 
 DatasetName = Literal["synthetic", "semantickitti", "kitti_object", "nuscenes",
                       "nuscenes_keyframe"]
@@ -36,3 +38,21 @@ class DataConfig:
     flip_probability: float = 0.0
     num_workers: int = 0
     val_max_frames: int | None = None
+
+
+# What the network was trained on: a checkpoint's data section must state these.
+NETWORK_FIELDS = ("image_height", "image_width", "max_points", "point_range")
+
+
+def checkpoint_data_config(config: Any) -> DataConfig:
+    """The typed `data` section of a checkpoint's resolved run config (`checkpoint["config"]`,
+    written by the trainer). Fields it lacks take DataConfig's defaults, except
+    `NETWORK_FIELDS`; ConfigError when there is no data section, one of those is missing,
+    or a value does not fit the schema."""
+    data = config.get("data") if isinstance(config, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigError("the checkpoint has no config with a 'data' section")
+    missing = [name for name in NETWORK_FIELDS if name not in data]
+    if missing:
+        raise ConfigError(f"the checkpoint's config 'data' lacks {', '.join(missing)}")
+    return from_dict(DataConfig, data, "data")

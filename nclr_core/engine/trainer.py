@@ -30,7 +30,7 @@ from tqdm import tqdm
 from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
-from nclr_core.data.datasets import build_pair_dataset
+from nclr_core.data.datasets import PairDataset, build_pair_dataset
 from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json
@@ -148,7 +148,8 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
     """Train CalibrationNet as `cfg` says; returns the run folder (rank 0) or None.
 
     `resume` is a `checkpoints/last.pt` of an earlier run, which continues in its folder;
-    `checkpoint` is that file already loaded, if the caller has it.
+    `checkpoint` is that file already loaded, if the caller has it (then it is not read
+    again). Bad splits, data or initial weights raise before a run folder is made.
     """
     dist = init_distributed(cfg.train.device)
     if resume and checkpoint is None:
@@ -156,9 +157,12 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
     _seed_everything(cfg.seed + dist.rank)
     model = build_model(cfg)
     fresh: tuple[str, ...] = ()
+    # before the run folder exists: weights or data that cannot be used leave nothing
+    # behind (building the data sets checks the splits, `check_splits`)
     if cfg.train.init_weights:
-        # before the run folder exists: weights that cannot be used leave nothing behind
         fresh = _load_initial_weights(model, cfg.train.init_weights, load=checkpoint is None)
+    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
+    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
     run_dir = Path(resume).resolve().parents[1] if resume else None
     if dist.is_main and run_dir is None:
         run_dir = create_run_dir(cfg.output_root, cfg.name)
@@ -169,18 +173,17 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
         log.info("initial weights from %s%s", cfg.train.init_weights,
                  f" ({', '.join(fresh)} not in it: freshly initialised)" if fresh else "")
     try:
-        return _train(cfg, dist, run_dir, checkpoint, model, fresh)
+        return _train(cfg, dist, run_dir, checkpoint, model, fresh, train_set, val_set)
     finally:
         barrier()
 
 
 def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
-           checkpoint: dict | None, model: CalibrationNet, fresh: tuple[str, ...]
-           ) -> Path | None:
-    """The training loop of `pretrain`; `fresh`: modules not in `train.init_weights`."""
+           checkpoint: dict | None, model: CalibrationNet, fresh: tuple[str, ...],
+           train_set: PairDataset, val_set: PairDataset | None) -> Path | None:
+    """The training loop of `pretrain`; `fresh`: modules not in `train.init_weights`;
+    `val_set` on the main process only."""
     device = dist.device
-    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
-    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=True)
     batches_per_epoch = len(sampler) // cfg.train.batch_size
