@@ -24,7 +24,6 @@ import torch
 
 from benchmarks.inputs import CPU_CONFIG, FULL_CONFIG, REPO, config, kitti_size_frame
 from benchmarks.timing import PeakMemory, measure, median_of, now
-from nclr_core.config import to_dict
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.datasets import pair_transform
 from nclr_core.engine.trainer import build_model
@@ -89,7 +88,7 @@ def _case(frame: dict[str, Any], source: str, cfg_path: Path, device: torch.devi
             for _ in range(repeats):
                 samples.append(stage_seconds(model, batch, device))
     stages = median_of(samples)
-    calibrator = Calibrator(model, NetworkInput.from_config(to_dict(cfg)["data"]),
+    calibrator = Calibrator(model, NetworkInput.from_config(cfg.data),
                             SolverSettings(), device)
     height, width = frame["image"].shape[:2]
     camera = CameraModel(frame["K"], width, height)

@@ -172,8 +172,8 @@ def _checkpoint(path: Path) -> Path:
     import torch
 
     from benchmarks.inputs import CPU_CONFIG, config
+    from nclr_core.checkpoint import save_checkpoint
     from nclr_core.config import to_dict
-    from nclr_core.engine.checkpoint import save_checkpoint
     from nclr_core.engine.trainer import build_model
 
     cfg = config(CPU_CONFIG)

@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import load_checkpoint
 from nclr_core.data.collate import batch_to, collate_pairs
+from nclr_core.data.config import checkpoint_data_config
 from nclr_core.data.transforms import NormalizeImage
-from nclr_core.engine.checkpoint import load_checkpoint
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.metrics import rre_geodesic_deg
 from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
@@ -227,16 +228,17 @@ class Calibrator:
         device: str | torch.device = "cpu",
         settings: SolverSettings | None = None,
     ) -> Calibrator:
-        """Load a pre-training checkpoint (`model` state dict + resolved `config`)."""
+        """Load a pre-training checkpoint (`model` state dict + resolved `config`; its data
+        section read by `checkpoint_data_config`)."""
         payload = load_checkpoint(path, map_location=device)
         config = payload.get("config")
-        if not isinstance(config, dict) or "model" not in config or "data" not in config:
+        if not isinstance(config, dict) or "model" not in config:
             raise ValueError(f"{path}: checkpoint has no config with 'model' and 'data'")
         if "model" not in payload:
             raise ValueError(f"{path}: checkpoint has no 'model' state dict")
         try:
-            network_input = NetworkInput.from_config(config["data"])
-        except (TypeError, ValueError) as err:
+            network_input = NetworkInput.from_config(checkpoint_data_config(config))
+        except ValueError as err:  # ConfigError included
             raise ValueError(f"{path}: {err}") from err
         try:
             model = build_calibration_net(config["model"], network_input.point_range)

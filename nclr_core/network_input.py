@@ -10,11 +10,11 @@ outputs map back to the input image through its inverse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
+from nclr_core.data.config import DataConfig
 from nclr_core.data.transforms import CenterCrop, NormalizeImage, ResizeToCover
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.models.feature_grid import pixel_to_cell
@@ -24,7 +24,7 @@ MASK_ON = 255
 
 @dataclass(frozen=True)
 class NetworkInput:
-    """How a frame is fitted to the network (the checkpoint's `config["data"]`).
+    """How a frame is fitted to the network (from the checkpoint's data config).
 
     image_height, image_width: network image size, pixels.
     max_points: cap on the points fed to the network.
@@ -46,14 +46,10 @@ class NetworkInput:
             raise ValueError(f"point_range lower bounds exceed upper bounds: {self.point_range}")
 
     @classmethod
-    def from_config(cls, data: dict[str, Any]) -> NetworkInput:
-        """From a resolved pre-training config's `data` section."""
-        missing = [k for k in ("image_height", "image_width", "max_points", "point_range")
-                   if k not in data]
-        if missing:
-            raise ValueError(f"checkpoint config 'data' lacks {', '.join(missing)}")
-        return cls(int(data["image_height"]), int(data["image_width"]),
-                   int(data["max_points"]), tuple(float(v) for v in data["point_range"]))
+    def from_config(cls, data: DataConfig) -> NetworkInput:
+        """From a pre-training run's data config (`checkpoint_data_config` for a checkpoint)."""
+        return cls(data.image_height, data.image_width, data.max_points,
+                   tuple(float(v) for v in data.point_range))
 
 
 def check_frame(image: np.ndarray, points: np.ndarray, camera: CameraModel) -> None:

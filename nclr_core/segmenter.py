@@ -1,7 +1,7 @@
 """Segmenter: one LiDAR cloud in, a class label and a confidence per point out.
 
 What the ROS segmentation node calls; NumPy in, NumPy out, never imports rclpy. Loads a
-fine-tuning checkpoint (`training/finetune_seg.py`, `nclr_core.engine.finetune`).
+segmentation checkpoint (`nclr_core.models.segmentation_checkpoint`).
 
 *(decision)* Every input point gets a label: the backbone voxelises points outside the
 checkpoint's point range onto the border of its grid (`nclr_core.models.voxelize`), so far
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nclr_core.engine.finetune import load_segmentation_model
 from nclr_core.models.segmentation import SegmentationNet
+from nclr_core.models.segmentation_checkpoint import load_segmentation_model
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.data.rosbag.messages import BagError, BagTopics
 from nclr_core.data.rosbag.reader import BagFrames
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.inference import Calibrator
 from nclr_core.io.calibration_files import (

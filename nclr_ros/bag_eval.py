@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.data.rosbag.messages import BagError, BagTopics
 from nclr_core.data.rosbag.reader import BagFrames
 from nclr_core.engine.calibration_eval import plot_recall_curves, write_frames_csv
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.online_eval import NO_CHECKPOINT
 from nclr_core.inference import Calibrator

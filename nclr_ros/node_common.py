@@ -25,7 +25,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
-from nclr_core.engine.checkpoint import CheckpointError
+from nclr_core.checkpoint import CheckpointError
 from nclr_ros.conversions import pointcloud2_to_xyzi
 from nclr_ros.dds_profile import apply_default_profile
 from nclr_ros.package_files import package_file

@@ -44,7 +44,7 @@ def save_tiny_calibration_checkpoint() -> Callable[[Path], Path]:
     def save(path: Path) -> Path:
         import torch
 
-        from nclr_core.engine.checkpoint import save_checkpoint
+        from nclr_core.checkpoint import save_checkpoint
         from nclr_core.models.calibration_net import CalibrationNet
 
         torch.manual_seed(0)

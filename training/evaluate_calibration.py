@@ -55,8 +55,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nclr_core.config import ConfigError, to_dict
+from nclr_core.checkpoint import CheckpointError, load_checkpoint
+from nclr_core.config import ConfigError
 from nclr_core.data.collate import batch_to, collate_pairs
+from nclr_core.data.config import DataConfig
 from nclr_core.data.datasets import PairDataset, build_reader, pair_transform
 from nclr_core.engine.calibration_eval import (
     REGIMES,
@@ -68,7 +70,6 @@ from nclr_core.engine.calibration_eval import (
     summarize,
     write_frames_csv,
 )
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.online_eval import (
@@ -79,7 +80,7 @@ from nclr_core.engine.online_eval import (
     sample_frame,
     summarize_calls,
 )
-from nclr_core.engine.pretrain_config import DataConfig, PretrainConfig
+from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model, config_from_checkpoint
 from nclr_core.geometry.metrics import pose_errors
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
@@ -246,7 +247,7 @@ def evaluate_online(models: dict[str, CalibrationNet], cfg: PretrainConfig,
         raise ValueError("the dataset split holds no frames")
     samples = [reader[i] for i in tqdm(range(count), desc="reading")]
     windows = make_windows(samples, args.group_by_calibration, args.window_frames)
-    network_input = NetworkInput.from_config(to_dict(cfg.data))
+    network_input = NetworkInput.from_config(cfg.data)
     longest = max(len(w.indices) for w in windows)
     window_frames = longest if args.refine_window is None else args.refine_window
     online = OnlineSettings(stages=tuple(args.stages), min_frames=1, window=longest,

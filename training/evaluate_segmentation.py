@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.class_table import ClassTable, load_class_table
 from nclr_core.data.segmentation_dataset import (
     SegmentationDataset,
@@ -32,11 +33,10 @@ from nclr_core.data.segmentation_dataset import (
     segmentation_transform,
 )
 from nclr_core.data.semantickitti import SemanticKittiDataset
-from nclr_core.engine.checkpoint import CheckpointError
-from nclr_core.engine.finetune import load_segmentation_model
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.segmentation_eval import evaluate_segmentation, evenly_spaced
 from nclr_core.models.segmentation import SegmentationNet
+from nclr_core.models.segmentation_checkpoint import load_segmentation_model
 from nclr_core.segmentation_views import (
     label_overlay,
     plot_bird_eye,

@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
+from nclr_core.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.models.backbone_checkpoint import (
     backbone_from_pretrain_checkpoint,
     build_backbone,

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from nclr_core.atomic_write import write_text_atomic
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.engine.metrics_file import write_metrics_json
 
 # what a segmentation checkpoint (nclr_core.engine.finetune) adds for Segmenter.from_checkpoint

@@ -1,7 +1,7 @@
 """Fine-tune the NCLR point backbone for semantic (or panoptic) segmentation (METHOD.md §7).
 
     python training/finetune_seg.py --data data/synthetic --label-fraction 0.01 \
-        --init models/nclr_synthetic.pt --seed 0 --out runs/ft/nclr_1pc_s0 \
+        --init models/nclr_synthetic.pt --seed 0 [--out runs/ft/nclr_1pc_s0] \
         [--test-data data/eval_seed2 --test-split 00 01] \
         [--config training/configs/finetune_synthetic_cpu.yaml] [--set train.epoch_scale=1]
 
@@ -12,8 +12,9 @@ fractions (`nclr_core.data.label_subsets`). The schedule's length follows the la
 (the paper's epochs times `train.epoch_scale`); the checkpoint of the best validation mIoU is
 kept, training stops early when validation stops improving, and the kept checkpoint is
 evaluated on --test-split (held-out scenes, under --test-data or --data) or else on the
-validation split. Writes config.yaml, train.log, label_subset.json, checkpoints/{best,last}.pt
-and metrics.json into --out (`nclr_core.engine.finetune`).
+validation split. Writes config.yaml, train.log, tb/, label_subset.json,
+checkpoints/{best,last}.pt and metrics.json into --out, or else into a new run folder
+`<output_root>/<name>/<timestamp>` as pre-training does (`nclr_core.engine.finetune`).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nclr_core.checkpoint import CheckpointError
 from nclr_core.config import ConfigError, load_config
-from nclr_core.engine.checkpoint import CheckpointError
 from nclr_core.engine.finetune import finetune
 from nclr_core.engine.finetune_config import FinetuneConfig
 
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", required=True,
                         help="'scratch' or a pre-training / backbone checkpoint")
     parser.add_argument("--seed", type=int, required=True, help="seed of subset and training")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: a new run folder "
+                             "<output_root>/<name>/<timestamp> of the config)")
     parser.add_argument("--test-data", default=None,
                         help="root of the held-out evaluation scans (default: --data)")
     parser.add_argument("--test-split", nargs="+", default=None, metavar="SEQ",

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nclr_core.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.config import ConfigError, load_config
-from nclr_core.data.datasets import prepare_data
 from nclr_core.data.rosbag.messages import BagError
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint
 from nclr_core.engine.pretrain_config import PretrainConfig
-from nclr_core.engine.run_dir import setup_logging
 from nclr_core.engine.trainer import config_from_checkpoint, pretrain
 
 
@@ -35,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             checkpoint = None
             cfg = load_config(PretrainConfig, args.config, args.overrides)
-        setup_logging()  # console only: the run folder (and its log file) comes later
-        prepare_data(cfg.data)  # before a run folder is made
         pretrain(cfg, resume=args.resume, checkpoint=checkpoint)
     except (ConfigError, CheckpointError, FileNotFoundError, BagError) as err:
         print(f"pretrain.py: error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from nclr_core.config import ConfigError
+from nclr_core.data.config import DataConfig
 from nclr_core.data.kitti import KittiObjectDataset
 from nclr_core.data.nuscenes import NuScenesDataset, resolve_scenes
 from nclr_core.data.nuscenes_keyframe import NuScenesKeyframeDataset
@@ -29,7 +30,6 @@ from nclr_core.data.transforms import (
     SubsamplePoints,
     sample_rng,
 )
-from nclr_core.engine.pretrain_config import DataConfig
 from nclr_core.io.calibration_files import CalibrationRecord, load_calibration_file
 
 
@@ -190,16 +190,6 @@ def check_splits(cfg: DataConfig) -> None:
     if shared:
         raise ConfigError(f"data.val_split shares scene(s) {shared} with data.train_split: a "
                           "validation scene must not be trained on")
-
-
-def prepare_data(cfg: DataConfig) -> None:
-    """Checks that need the data, run before a training run makes its folder: the splits
-    (`check_splits`); rosbag: both parts read, the bags decoded into the cache (later reads
-    reuse it), so a missing topic or calibration fails here."""
-    check_splits(cfg)
-    if cfg.dataset == "rosbag":
-        for train in (True, False):
-            rosbag_reader(cfg, train)
 
 
 def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:

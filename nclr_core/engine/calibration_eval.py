@@ -40,14 +40,12 @@ import torch
 
 from nclr_core.atomic_write import atomic_path
 from nclr_core.data.pairs import overlap_ground_truth
-from nclr_core.data.transforms import CenterCrop, ResizeToCover
 from nclr_core.engine.evaluation import PretextAccumulator, dense_match_errors, ransac_poses
 from nclr_core.geometry.metrics import pose_errors, recall_curve
 from nclr_core.inference import (
     CalibrationResult,
     Calibrator,
     NetworkFeatures,
-    NetworkInput,
     SolverSettings,
 )
 from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
@@ -129,16 +127,6 @@ def correspondence_similarities(outputs: Mapping[str, Any], batch: Mapping[str, 
     return torch.cat(with_w).cpu().numpy(), torch.cat(without_w).cpu().numpy()
 
 
-def network_pixel_map(network_input: NetworkInput, image_hw: tuple[int, int],
-                      K: np.ndarray) -> np.ndarray:
-    """A (3, 3): network pixel = A @ input pixel (homogeneous), for the resize-to-cover and
-    centre crop that fit an (H, W) image to the network (as `Calibrator` does)."""
-    fitted = {"image": np.zeros((*image_hw, 3), dtype=np.uint8), "K": np.asarray(K, float)}
-    net_h, net_w = network_input.image_height, network_input.image_width
-    fitted = CenterCrop(net_h, net_w)(ResizeToCover(net_h, net_w)(fitted))
-    return fitted["K"] @ np.linalg.inv(np.asarray(K, dtype=np.float64))
-
-
 def _apply(A: np.ndarray, uv: np.ndarray) -> np.ndarray:
     """(K, 2) pixels mapped by the affine pixel map A (3, 3)."""
     return uv @ A[:2, :2].T + A[:2, 2]
@@ -172,7 +160,7 @@ def online_frame(calibrator: Calibrator, features: NetworkFeatures, result: Cali
     height, width = image.shape[:2]
     used = np.flatnonzero(result.point_used)
     net = calibrator.network_input
-    A = network_pixel_map(net, (height, width), K)
+    A = features.A
     stride = calibrator.model.stride
     truth = overlap_ground_truth(points[used, :3].astype(np.float64), T_gt, A @ K,
                                  (net.image_height, net.image_width), stride,

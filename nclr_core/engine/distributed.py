@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from nclr_core.config import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -24,14 +26,22 @@ class DistInfo:
         return self.rank == 0
 
 
+def select_device(name: str) -> torch.device:
+    """The device of `train.device`: "auto" (CUDA when available), "cpu" or "cuda";
+    ConfigError when it is "cuda" and torch sees no CUDA device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but torch sees no CUDA device")
+    return torch.device(name)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when launched by torchrun; pick this rank's device.
 
     `device` is "auto" (CUDA when available), "cpu" or "cuda".
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    use_cuda = select_device(device).type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -1,7 +1,10 @@
-"""Segmentation fine-tuning (METHOD.md §7): label subset, training loop, evaluation.
+"""Segmentation fine-tuning (METHOD.md §7): label subset, evaluation; the steps are the
+shared training loop's (`nclr_core.engine.training_loop`).
 
-`finetune(cfg, out_dir)` writes into `out_dir`: `config.yaml` (resolved), `train.log`,
-`tb/` (TensorBoard scalars), `label_subset.json` (the labelled scans used),
+`finetune(cfg, out_dir)` writes into `out_dir` (by default a new run folder
+`<output_root>/<name>/<timestamp>`, the layout of pre-training runs): `config.yaml`
+(resolved), `train.log`, `tb/` (TensorBoard scalars), `label_subset.json` (the labelled
+scans used),
 `checkpoints/last.pt` (atomic; also every `train.checkpoint_every` steps),
 `checkpoints/best.pt` (the best validation mIoU so far) and `metrics.json`.
 
@@ -18,9 +21,7 @@ truth), `confusion_matrix` and, with the instance head, `pq`, `sq`, `rq`, `pq_th
 chosen, `total_steps`, `stopped_at_step`, `stop_reason`) and `validation` (`best_miou`,
 `best_step`, `history` of {step, miou}).
 
-Segmentation checkpoints (`kind` = `SEGMENTATION_KIND`) hold `model` (state dict),
-`model_kwargs` (SegmentationNet kwargs), `class_names`, `config`, `step`; they rebuild
-the model without the config file (`load_segmentation_model`).
+The checkpoints are segmentation checkpoints (`nclr_core.models.segmentation_checkpoint`).
 """
 from __future__ import annotations
 
@@ -28,17 +29,15 @@ import json
 import logging
 import math
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from nclr_core.atomic_write import write_text_atomic
+from nclr_core.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, save_config, to_dict
 from nclr_core.data.label_subsets import select_labelled_frames
 from nclr_core.data.segmentation_dataset import (
@@ -48,22 +47,24 @@ from nclr_core.data.segmentation_dataset import (
     segmentation_transform,
 )
 from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES, SemanticKittiDataset
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.engine.distributed import select_device
 from nclr_core.engine.finetune_config import FinetuneConfig
 from nclr_core.engine.metrics_file import write_metrics_json
-from nclr_core.engine.run_dir import setup_logging
-from nclr_core.engine.segmentation_eval import (
-    batch_to,
-    evaluate_segmentation,
-    evenly_spaced,
+from nclr_core.engine.run_dir import create_run_dir, setup_logging
+from nclr_core.engine.segmentation_eval import evaluate_segmentation, evenly_spaced
+from nclr_core.engine.training_loop import (
+    Optimisation,
+    TrainingHooks,
+    cosine_with_warmup,
+    run_loop,
+    seed_everything,
 )
-from nclr_core.engine.trainer import cosine_with_warmup
 from nclr_core.models.backbone_checkpoint import load_backbone
 from nclr_core.models.segmentation import SegmentationNet
+from nclr_core.models.segmentation_checkpoint import SEGMENTATION_KIND
 
 log = logging.getLogger("nclr.finetune")
 
-SEGMENTATION_KIND = "nclr_segmentation"
 SCRATCH = "scratch"
 # backbone kwargs that must agree between the fine-tune config and an --init checkpoint
 ARCHITECTURE_KEYS = ("variant", "in_channels", "out_channels", "base_channels", "voxel_size")
@@ -115,39 +116,12 @@ def build_model(cfg: FinetuneConfig) -> SegmentationNet:
         raise ConfigError(f"model: {err}") from err
     if cfg.init != SCRATCH:
         load_pretrained_backbone(model, kwargs["backbone"], cfg.init)
-        log.info("backbone initialised from %s", cfg.init)
     return model
-
-
-def load_segmentation_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                            ) -> tuple[SegmentationNet, dict[str, Any]]:
-    """(model in eval mode, checkpoint dict) from a fine-tuning checkpoint."""
-    checkpoint = load_checkpoint(path, map_location)
-    if checkpoint.get("kind") != SEGMENTATION_KIND:
-        raise CheckpointError(f"{path}: not a segmentation checkpoint "
-                              f"(kind {checkpoint.get('kind')!r})")
-    model = SegmentationNet(**checkpoint["model_kwargs"])
-    model.load_state_dict(checkpoint["model"], strict=True)
-    return model.eval(), checkpoint
 
 
 def _reader(root: str, split: list[str]) -> SemanticKittiDataset:
     # synthetic data is written in the SemanticKITTI layout
     return SemanticKittiDataset(root, sequences=tuple(split))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but CUDA is not available")
-    return torch.device(name)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def plan_schedule(cfg: FinetuneConfig, batches_per_epoch: int) -> dict[str, Any]:
@@ -234,19 +208,26 @@ def _eval_set(cfg: FinetuneConfig, root: str, split: list[str], limit: int | Non
     return dataset, {"root": str(root), "split": list(split), "num_frames": len(indices)}
 
 
-def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Fine-tune as `cfg` says, writing into `out_dir` (see the module docstring).
+def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Fine-tune as `cfg` says, writing into `out_dir` (see the module docstring), by
+    default a new run folder `<output_root>/<name>/<timestamp>`.
 
     Returns the metrics written to `metrics.json`.
     """
-    out = Path(out_dir)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    names = class_names(cfg)
+    device = select_device(cfg.train.device)
+    seed_everything(cfg.seed)
+    # first: a wrong --init or class list fails before any data work or output folder
+    model = build_model(cfg).to(device)
+    if out_dir is None:
+        out = create_run_dir(cfg.output_root, cfg.name)
+    else:
+        out = Path(out_dir)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     setup_logging(out / "train.log")
-    names = class_names(cfg)
-    device = _device(cfg.train.device)
-    _seed_everything(cfg.seed)
-    model = build_model(cfg).to(device)  # first: a wrong --init fails before any data work
+    if cfg.init != SCRATCH:
+        log.info("backbone initialised from %s", cfg.init)
 
     d = cfg.data
     train_reader = _reader(d.root, d.train_split)
@@ -272,6 +253,8 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
     warmup = max(1, int(cfg.train.warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
+    opt = Optimisation(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=False),
+                       cfg.train.grad_clip_norm)
     log.info("%d of %d training scans labelled (fraction %g, seed %d), batch %d; schedule "
              "%s epochs = %d steps (%s), stopping at %d at the latest; validation every %d "
              "steps on %d scans, patience %s; init %s", len(train_set), len(frames),
@@ -279,61 +262,21 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
              plan["source"], stop_step, plan["validate_every"], val_info["num_frames"],
              cfg.train.patience, cfg.init)
 
-    writer = SummaryWriter(str(out / "tb"))
-    stopper = EarlyStopping(cfg.train.patience, cfg.train.min_improvement)
-    history: list[dict[str, Any]] = []
-    progress = tqdm(total=stop_step, desc="finetune")
-    step, stop_reason = 0, "end of the schedule" if stop_step == total_steps else \
-        "train.max_steps"
-    while step < stop_step:
-        epoch = step // plan["batches_per_epoch"]
+    def epoch_batches(epoch: int, skip: int) -> DataLoader:
+        # fine-tuning does not resume: an epoch always starts at its first batch (skip 0)
         train_set.set_epoch(epoch)
         generator = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        loader = DataLoader(train_set, batch_size=batch_size, drop_last=True,
-                            sampler=RandomSampler(train_set, generator=generator),
-                            collate_fn=collate_points, num_workers=d.num_workers)
-        for batch in loader:
-            model.train()
-            batch = batch_to(batch, device)
-            outputs = model(batch["points"], batch["offset"])
-            losses = model.loss(outputs, batch["points"], batch["offset"], batch["labels"],
-                                batch["instances"])
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if cfg.train.grad_clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            if step % cfg.train.log_every == 0 or step == stop_step:
-                scalars = {k: float(v.detach()) for k, v in losses.items()}
-                for key, value in scalars.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                log.info("step %d %s", step,
-                         " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())))
-            if step % cfg.train.checkpoint_every == 0 and step < stop_step:
-                _save(out / "checkpoints" / "last.pt", model, cfg, names, step)
-            if step % plan["validate_every"] == 0 or step == stop_step:
-                miou = evaluate_segmentation(model, val_set, device, names,
-                                             cfg.eval.pq_min_points, panoptic=False)["miou"]
-                history.append({"step": step, "miou": miou})
-                if miou is not None:
-                    writer.add_scalar("val/miou", miou, step)
-                if stopper.update(step, miou):
-                    _save(out / "checkpoints" / "best.pt", model, cfg, names, step,
-                          val_miou=miou)
-                log.info("validation at step %d: mIoU %s (best %.4f at step %d)", step,
-                         "n/a" if miou is None else f"{miou:.4f}", stopper.best,
-                         stopper.best_step)
-                if stopper.exhausted and step < stop_step:
-                    stop_reason = (f"early stop: no validation gain for "
-                                   f"{cfg.train.patience} validations")
-                    stop_step = step
-            if step >= stop_step:
-                break
-    progress.close()
+        return DataLoader(train_set, batch_size=batch_size, drop_last=True,
+                          sampler=RandomSampler(train_set, generator=generator),
+                          collate_fn=collate_points, num_workers=d.num_workers)
+
+    writer = SummaryWriter(str(out / "tb"))
+    hooks = _FinetuneHooks(cfg, out, model, device, writer, names, val_set, plan)
+    step = run_loop(opt, hooks, epoch_batches, plan["batches_per_epoch"], 0, stop_step, device,
+                    cfg.train.log_every, writer, "finetune")
+    stopper = hooks.stopper
+    stop_reason = hooks.stop_reason or ("end of the schedule" if stop_step == total_steps
+                                        else "train.max_steps")
     _save(out / "checkpoints" / "last.pt", model, cfg, names, step)
     log.info("stopped at step %d (%s); best validation mIoU %.4f at step %d", step,
              stop_reason, stopper.best, stopper.best_step)
@@ -356,7 +299,7 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
         "schedule": {**plan, "stopped_at_step": step, "stop_reason": stop_reason},
         "validation": {**val_info, "every_steps": plan["validate_every"],
                        "patience": cfg.train.patience, "best_miou": stopper.best,
-                       "best_step": stopper.best_step, "history": history},
+                       "best_step": stopper.best_step, "history": hooks.history},
     })
     write_metrics_json(out / "metrics.json", metrics)
     log.info("mIoU %.4f on %s %s (%d scans), checkpoint of step %d; written to %s",
@@ -364,3 +307,44 @@ def finetune(cfg: FinetuneConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
              eval_info["root"], " ".join(eval_info["split"]), eval_info["num_frames"],
              stopper.best_step, out)
     return metrics
+
+
+class _FinetuneHooks(TrainingHooks):
+    """Fine-tuning's part of the loop: the labelled forward, `last.pt` every
+    `checkpoint_every` steps, validation every `validate_every` steps (`best.pt` on the
+    mIoU) and the early stop."""
+
+    def __init__(self, cfg: FinetuneConfig, out: Path, model: SegmentationNet,
+                 device: torch.device, writer: SummaryWriter, names: list[str],
+                 val_set: SegmentationDataset, plan: dict[str, Any]) -> None:
+        self.cfg, self.out, self.model, self.device, self.writer = cfg, out, model, device, writer
+        self.names, self.val_set, self.plan = names, val_set, plan
+        self.stopper = EarlyStopping(cfg.train.patience, cfg.train.min_improvement)
+        self.history: list[dict[str, Any]] = []
+        self.stop_reason = ""
+
+    def forward(self, model: torch.nn.Module, batch: dict, step: int) -> dict:
+        return model(batch["points"], batch["offset"], batch["labels"], batch["instances"])
+
+    def after_step(self, step: int) -> bool:
+        cfg, stopper = self.cfg, self.stopper
+        stop_step = self.plan["stop_step"]
+        if step % cfg.train.checkpoint_every == 0 and step < stop_step:
+            _save(self.out / "checkpoints" / "last.pt", self.model, cfg, self.names, step)
+        if step % self.plan["validate_every"] != 0 and step != stop_step:
+            return False
+        miou = evaluate_segmentation(self.model, self.val_set, self.device, self.names,
+                                     cfg.eval.pq_min_points, panoptic=False)["miou"]
+        self.history.append({"step": step, "miou": miou})
+        if miou is not None:
+            self.writer.add_scalar("val/miou", miou, step)
+        if stopper.update(step, miou):
+            _save(self.out / "checkpoints" / "best.pt", self.model, cfg, self.names, step,
+                  val_miou=miou)
+        log.info("validation at step %d: mIoU %s (best %.4f at step %d)", step,
+                 "n/a" if miou is None else f"{miou:.4f}", stopper.best, stopper.best_step)
+        if stopper.exhausted and step < stop_step:
+            self.stop_reason = (f"early stop: no validation gain for {cfg.train.patience} "
+                                "validations")
+            return True
+        return False

@@ -108,6 +108,7 @@ class SegEvalConfig:
 class FinetuneConfig:
     name: str = "finetune"
     seed: int = 0
+    output_root: str = "runs"  # runs go to <output_root>/<name>/<timestamp> unless --out
     label_fraction: float = 1.0  # share of the labelled training scans used (scene level)
     init: str = "scratch"  # or a pre-training / backbone checkpoint path
     data: SegDataConfig = field(default_factory=SegDataConfig)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from nclr_core.data.collate import batch_to
 from nclr_core.data.segmentation_dataset import SegmentationDataset, collate_points
 from nclr_core.models.segmentation import SegmentationNet
 from nclr_core.segmentation_metrics import ConfusionMatrix, PanopticQuality
@@ -32,11 +33,6 @@ def evenly_spaced(count: int, limit: int | None) -> list[int]:
 
 def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
-
-
-def batch_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch with its tensors on `device`."""
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""The pre-training loop (METHOD.md §6): AdamW, cosine schedule with linear warm-up, pose
-loss after a warm-up fraction, validation, `last`/`best` checkpoints, exact resume, DDP.
+"""Pre-training (METHOD.md §6): AdamW, cosine schedule with linear warm-up, pose loss after
+a warm-up fraction, validation, `last`/`best` checkpoints, exact resume, DDP; the steps are
+the shared training loop's (`nclr_core.engine.training_loop`).
 
 Logged every `log_every` steps (train.log and TensorBoard `train/`): each loss term, the
 learning rate, the norm of each weighted loss term's gradient at the decoder features
@@ -16,39 +17,33 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
-from nclr_core.data.collate import batch_to, collate_pairs
-from nclr_core.data.datasets import build_pair_dataset
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from nclr_core.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from nclr_core.data.collate import collate_pairs
+from nclr_core.data.datasets import PairDataset, build_pair_dataset
+from nclr_core.engine.distributed import DistInfo, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.run_dir import create_run_dir, setup_logging
+from nclr_core.engine.training_loop import (
+    Optimisation,
+    TrainingHooks,
+    cosine_with_warmup,
+    run_loop,
+    seed_everything,
+)
 from nclr_core.models.calibration_net import CalibrationNet, build_calibration_net
 
 log = logging.getLogger("nclr.train")
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int):
-    """LR factor: linear 0 -> 1 over `warmup_steps`, then cosine 1 -> 0 at `total_steps`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return factor
 
 
 class _SkipSampler(Sampler):
@@ -97,23 +92,11 @@ def parameter_groups(model: CalibrationNet, weight_decay: float, lr: float,
     return [group for group in groups if group["params"]]
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 FEATURE_KEYS = ("point_feats", "image_feats", "fine_image_feats")
-
-
-def _loss_scalars(outputs: dict) -> dict[str, float]:
-    keys = [k for k in outputs if k.startswith("loss") or k == "pose_loss_frames"]
-    return {k: float(outputs[k].detach()) for k in keys
-            if torch.is_tensor(outputs[k]) and outputs[k].dim() == 0}
 
 
 def feature_gradient_norms(outputs: dict, loss_weights: dict[str, float]) -> dict[str, float]:
@@ -148,17 +131,22 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
     """Train CalibrationNet as `cfg` says; returns the run folder (rank 0) or None.
 
     `resume` is a `checkpoints/last.pt` of an earlier run, which continues in its folder;
-    `checkpoint` is that file already loaded, if the caller has it.
+    `checkpoint` is that file already loaded, if the caller has it (then it is not read
+    again). Bad splits, data or initial weights raise before a run folder is made.
     """
     dist = init_distributed(cfg.train.device)
     if resume and checkpoint is None:
         checkpoint = load_checkpoint(resume)
-    _seed_everything(cfg.seed + dist.rank)
+    seed_everything(cfg.seed + dist.rank)
     model = build_model(cfg)
     fresh: tuple[str, ...] = ()
+    # before the run folder exists: weights or data that cannot be used leave nothing
+    # behind (building the data sets checks the splits, `check_splits`)
     if cfg.train.init_weights:
-        # before the run folder exists: weights that cannot be used leave nothing behind
         fresh = _load_initial_weights(model, cfg.train.init_weights, load=checkpoint is None)
+    setup_logging(None, dist.rank)  # the console until the run folder holds train.log
+    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
+    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
     run_dir = Path(resume).resolve().parents[1] if resume else None
     if dist.is_main and run_dir is None:
         run_dir = create_run_dir(cfg.output_root, cfg.name)
@@ -169,18 +157,17 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
         log.info("initial weights from %s%s", cfg.train.init_weights,
                  f" ({', '.join(fresh)} not in it: freshly initialised)" if fresh else "")
     try:
-        return _train(cfg, dist, run_dir, checkpoint, model, fresh)
+        return _train(cfg, dist, run_dir, checkpoint, model, fresh, train_set, val_set)
     finally:
         barrier()
 
 
 def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
-           checkpoint: dict | None, model: CalibrationNet, fresh: tuple[str, ...]
-           ) -> Path | None:
-    """The training loop of `pretrain`; `fresh`: modules not in `train.init_weights`."""
+           checkpoint: dict | None, model: CalibrationNet, fresh: tuple[str, ...],
+           train_set: PairDataset, val_set: PairDataset | None) -> Path | None:
+    """The training loop of `pretrain`; `fresh`: modules not in `train.init_weights`;
+    `val_set` on the main process only."""
     device = dist.device
-    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
-    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=True)
     batches_per_epoch = len(sampler) // cfg.train.batch_size
@@ -200,85 +187,89 @@ def _train(cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   cosine_with_warmup(total_steps, warmup))
     use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    opt = Optimisation(model, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp),
+                       cfg.train.grad_clip_norm, use_amp)
     step, best = 0, -math.inf
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        opt.load_state(checkpoint)
         step, best = checkpoint["step"], checkpoint["best_score"]
         torch.set_rng_state(checkpoint["torch_rng_state"])
         log.info("resumed from step %d", step)
     if dist.world_size > 1:
-        model = DistributedDataParallel(model, find_unused_parameters=True)
+        opt.model = DistributedDataParallel(model, find_unused_parameters=True)
 
     writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
     log.info("%d training frames, %d steps per epoch, %d steps planned, stopping at %d, "
              "pose loss from step %d", len(train_set), batches_per_epoch, total_steps,
              stop_step, pose_start)
-    progress = tqdm(total=stop_step, initial=step, disable=not dist.is_main, desc="pretrain")
-    metrics: dict = {}
-    while step < stop_step:
-        epoch, skip = divmod(step, batches_per_epoch)
+
+    def epoch_batches(epoch: int, skip: int) -> DataLoader:
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
-        loader = DataLoader(train_set, batch_size=cfg.train.batch_size, drop_last=True,
-                            sampler=_SkipSampler(sampler, skip * cfg.train.batch_size),
-                            collate_fn=collate_pairs, num_workers=cfg.data.num_workers,
-                            # own generator: iterators must not draw from the global RNG,
-                            # or a resumed run would diverge from an uninterrupted one
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        model.train()
-        for batch in loader:
-            batch = batch_to(batch, device)
-            with torch.autocast(device.type, enabled=use_amp):
-                outputs = model(batch, pose_loss_enabled=step >= pose_start)
-            logging_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == stop_step
-            grad_norms = (feature_gradient_norms(outputs, _unwrap(model).loss_weights)
-                          if logging_now else {})
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(outputs["loss"]).backward()
-            if cfg.train.grad_clip_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            progress.update(1)
-            if logging_now:
-                scalars = all_reduce_mean({**_loss_scalars(outputs), **grad_norms}, device)
-                if writer is not None:
-                    for key, value in scalars.items():
-                        writer.add_scalar(f"train/{key}", value, step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                log.info("step %d %s", step,
-                         " ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items())))
-            if step >= stop_step:
-                break
-        epoch_done = step % batches_per_epoch == 0
-        if dist.is_main:
-            if epoch_done and (step // batches_per_epoch) % cfg.train.val_every_epochs == 0:
-                metrics = evaluate_pretext(_unwrap(model), val_set, device,
-                                           cfg.train.batch_size)
-                for key, value in _scalar_items(metrics):
-                    writer.add_scalar(f"val/{key}", value, step)
-                log.info("validation at step %d: %s", step, json.dumps(metrics))
-                if metrics["score"] > best:
-                    best = metrics["score"]
-                    _save(run_dir / "checkpoints" / "best.pt", cfg, model, optimizer,
-                          scheduler, scaler, step, best, metrics)
-            _save(run_dir / "checkpoints" / "last.pt", cfg, model, optimizer, scheduler,
-                  scaler, step, best, metrics)
-        barrier()
-    progress.close()
+        return DataLoader(train_set, batch_size=cfg.train.batch_size, drop_last=True,
+                          sampler=_SkipSampler(sampler, skip * cfg.train.batch_size),
+                          collate_fn=collate_pairs, num_workers=cfg.data.num_workers,
+                          # own generator: iterators must not draw from the global RNG,
+                          # or a resumed run would diverge from an uninterrupted one
+                          generator=torch.Generator().manual_seed(cfg.seed + epoch))
+
+    hooks = _PretrainHooks(cfg, dist, run_dir, opt, writer, val_set, pose_start,
+                           batches_per_epoch, best)
+    step = run_loop(opt, hooks, epoch_batches, batches_per_epoch, step, stop_step, device,
+                    cfg.train.log_every, writer, "pretrain", show_progress=dist.is_main)
     if dist.is_main:
-        write_metrics_json(run_dir / "metrics.json",
-                           {"step": step, "best_score": best, "last_validation": metrics})
+        write_metrics_json(run_dir / "metrics.json", {"step": step, "best_score": hooks.best,
+                                                      "last_validation": hooks.metrics})
         writer.close()
         log.info("run folder: %s", run_dir)
     return run_dir
+
+
+class _PretrainHooks(TrainingHooks):
+    """Pre-training's part of the loop: the pose-loss gate, the feature-gradient norms,
+    validation every `val_every_epochs` epochs (`best.pt` on the score) and `last.pt` at
+    each epoch's end (main process)."""
+
+    def __init__(self, cfg: PretrainConfig, dist: DistInfo, run_dir: Path | None,
+                 opt: Optimisation, writer: SummaryWriter | None, val_set: PairDataset | None,
+                 pose_start: int, batches_per_epoch: int, best: float) -> None:
+        self.cfg, self.dist, self.run_dir, self.opt = cfg, dist, run_dir, opt
+        self.writer, self.val_set = writer, val_set
+        self.pose_start, self.batches_per_epoch = pose_start, batches_per_epoch
+        self.best, self.metrics = best, {}
+
+    def forward(self, model: torch.nn.Module, batch: dict, step: int) -> dict:
+        return model(batch, pose_loss_enabled=step >= self.pose_start)
+
+    def extra_scalars(self, outputs: dict) -> dict[str, float]:
+        return feature_gradient_norms(outputs, _unwrap(self.opt.model).loss_weights)
+
+    def after_epoch(self, step: int) -> None:
+        if self.dist.is_main:
+            epoch_done = step % self.batches_per_epoch == 0
+            if epoch_done and (step // self.batches_per_epoch) % self.cfg.train.val_every_epochs \
+                    == 0:
+                self._validate(step)
+            self._save("last.pt", step)
+        barrier()
+
+    def _validate(self, step: int) -> None:
+        model = _unwrap(self.opt.model)
+        self.metrics = evaluate_pretext(model, self.val_set, self.dist.device,
+                                        self.cfg.train.batch_size)
+        for key, value in _scalar_items(self.metrics):
+            self.writer.add_scalar(f"val/{key}", value, step)
+        log.info("validation at step %d: %s", step, json.dumps(self.metrics))
+        if self.metrics["score"] > self.best:
+            self.best = self.metrics["score"]
+            self._save("best.pt", step)
+
+    def _save(self, name: str, step: int) -> None:
+        save_checkpoint(self.run_dir / "checkpoints" / name,
+                        model=_unwrap(self.opt.model).state_dict(), **self.opt.state(),
+                        step=step, best_score=self.best, config=to_dict(self.cfg),
+                        metrics=dict(self.metrics), torch_rng_state=torch.get_rng_state())
 
 
 def _load_initial_weights(model: CalibrationNet, path: str, load: bool = True
@@ -309,14 +300,6 @@ def _load_initial_weights(model: CalibrationNet, path: str, load: bool = True
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the configured model: {err}") from err
     return tuple(fresh)
-
-
-def _save(path: Path, cfg: PretrainConfig, model: torch.nn.Module, optimizer, scheduler,
-          scaler, step: int, best: float, metrics: dict) -> None:
-    save_checkpoint(path, model=_unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), step=step,
-                    best_score=best, config=to_dict(cfg), metrics=dict(metrics),
-                    torch_rng_state=torch.get_rng_state())
 
 
 def config_from_checkpoint(checkpoint: dict, overrides: list[str]) -> PretrainConfig:

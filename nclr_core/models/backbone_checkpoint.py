@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.config import ConfigError
+from nclr_core.data.config import checkpoint_data_config
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.models.point_encoder import PointEncoder
 
@@ -41,15 +43,19 @@ def _calibration_net_defaults() -> dict[str, Any]:
 
 def backbone_kwargs_from_pretrain_config(config: dict[str, Any]) -> dict[str, Any]:
     """PointEncoder kwargs of the point encoder that `CalibrationNet(**config["model"],
-    point_range=config["data"]["point_range"])` builds (CalibrationNet defaults fill gaps).
+    point_range=<data.point_range>)` builds (CalibrationNet defaults fill gaps; the data
+    section read by `checkpoint_data_config`).
 
     `point_range` is returned as a list of 6 floats; `in_channels` is 4 (x y z intensity).
     """
     try:
         model_cfg = dict(config["model"])
-        point_range = config["data"]["point_range"]
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"pre-training config lacks {err}") from err
+    try:
+        point_range = checkpoint_data_config(config).point_range
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from err
     defaults = _calibration_net_defaults()
     kwargs: dict[str, Any] = {
         name: model_cfg.get(source, defaults[source])

@@ -8,7 +8,8 @@
   [1.2 m], clusters under [50] points dropped); each instance's points then take the
   majority semantic class of the instance.
 
-Loss (`SegmentationNet.loss`): cross-entropy with an ignore label, plus (panoptic) the
+Loss (`SegmentationNet.loss`; the forward returns it given labels, `{"loss": ...}` as every
+model the training loop runs): cross-entropy with an ignore label, plus (panoptic) the
 Euclidean norm of the offset error, averaged over thing points that carry an instance id
 (> 0). An instance is one (frame, class, instance id).
 """
@@ -78,17 +79,23 @@ class SegmentationNet(nn.Module):
     def has_instance_head(self) -> bool:
         return self.offset_head is not None
 
-    def forward(self, points: torch.Tensor, offset: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Args: points (N, 4) x y z intensity, LiDAR frame; offset (B,) cumulative ends.
+    def forward(self, points: torch.Tensor, offset: torch.Tensor,
+                labels: torch.Tensor | None = None, instances: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Args: points (N, 4) x y z intensity, LiDAR frame; offset (B,) cumulative ends;
+        labels, instances: (N,) as in `loss`, for training.
 
         Returns:
             `logits` (N, K); with the instance head, `offsets` (N, 3) metres, predicted
-            instance centre minus point.
+            instance centre minus point; given labels, also the losses of `loss` (`loss`,
+            `loss_sem`, `loss_offset`).
         """
         features = self.backbone(points, offset)
         out = {"logits": self.classifier(features)}
         if self.offset_head is not None:
             out["offsets"] = self.offset_head(features)
+        if labels is not None:
+            out.update(self.loss(out, points, offset, labels, instances))
         return out
 
     def is_thing(self, labels: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ from nclr_core.data.pairs import overlap_ground_truth
 from nclr_core.engine.calibration_eval import (
     RECALL_STEPS,
     correspondence_similarities,
-    network_pixel_map,
     online_frame,
     plot_recall_curves,
     recall_curves,
@@ -107,16 +106,6 @@ def test_recall_curve_counts_nan_as_not_recalled():
     assert curves["recall_rre"][-1] == pytest.approx(1 / 3)  # 30° is beyond the 20° range
     with pytest.raises(ValueError, match="regime"):
         recall_curves(records, "bogus")
-
-
-def test_network_pixel_map_is_the_resize_then_centre_crop():
-    net = NetworkInput(96, 320, 1000, (-40.0, -40.0, -3.0, 40.0, 40.0, 1.0))
-    K = np.array([[700.0, 0.0, 200.0], [0.0, 700.0, 50.0], [0.0, 0.0, 1.0]])
-    # 100x400 -> scale 0.96 covers 96x320 as 96x384; the centre crop drops 32 columns left.
-    # Pixel-centre aligned resize: u' = s (u + 0.5) - 0.5.
-    expected = np.array([[0.96, 0.0, 0.5 * (0.96 - 1) - 32], [0.0, 0.96, 0.5 * (0.96 - 1)],
-                         [0.0, 0.0, 1.0]])
-    np.testing.assert_allclose(network_pixel_map(net, (100, 400), K), expected, atol=1e-12)
 
 
 def test_csv_and_png_are_written(tmp_path):

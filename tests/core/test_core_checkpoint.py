@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nclr_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_with_weights_only(tmp_path):
@@ -57,7 +57,7 @@ def test_the_next_save_removes_the_temp_file_of_a_killed_save(tmp_path):
 
     path = tmp_path / "checkpoints" / "last.pt"
     script = ("import os, signal, sys, torch\n"
-              "from nclr_core.engine import checkpoint\n"
+              "from nclr_core import checkpoint\n"
               "def killed_mid_write(payload, tmp):\n"
               "    tmp.write_bytes(b'PK' + bytes(1 << 20))\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n"

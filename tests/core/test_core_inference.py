@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from nclr_core.engine.checkpoint import save_checkpoint
+from nclr_core.checkpoint import save_checkpoint
+from nclr_core.data.transforms import NormalizeImage
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.pnp_ransac import solve_pnp_ransac
 from nclr_core.geometry.se3 import invert, make_transform, matrix_from_rpy, transform_points
 from nclr_core.inference import Calibrator, NetworkInput, SolverSettings
 from nclr_core.models.calibration_net import CalibrationNet
+from nclr_core.network_input import fit_image
 
 NET_H, NET_W = 64, 128
 IN_H, IN_W = 200, 600  # cover scale max(64/200, 128/600) = 0.32 -> 64 x 192, crop x0 = 32
@@ -201,8 +203,12 @@ def test_checkpoint_without_config_is_refused(tmp_path):
         Calibrator.from_checkpoint(tmp_path / "bare.pt")
     save_checkpoint(tmp_path / "nodata.pt", model=net.state_dict(),
                     config={"model": TINY_MODEL, "data": {"image_height": 64}})
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="lacks image_width, max_points, point_range"):
         Calibrator.from_checkpoint(tmp_path / "nodata.pt")
+    save_checkpoint(tmp_path / "badrange.pt", model=net.state_dict(),
+                    config={"model": TINY_MODEL, "data": {**DATA, "point_range": [0.0] * 5}})
+    with pytest.raises(ValueError, match=r"data.point_range: expected 6 items"):
+        Calibrator.from_checkpoint(tmp_path / "badrange.pt")
 
 
 def test_network_input_validation():
@@ -210,6 +216,19 @@ def test_network_input_validation():
         NetworkInput(64, 128, 100, (1.0, 0.0, 0.0, 0.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="positive"):
         NetworkInput(0, 128, 100, tuple(POINT_RANGE))
+
+
+def test_the_pixel_map_is_the_resize_then_centre_crop():
+    net = NetworkInput(96, 320, 1000, (-40.0, -40.0, -3.0, 40.0, 40.0, 1.0))
+    K = np.array([[700.0, 0.0, 200.0], [0.0, 700.0, 50.0], [0.0, 0.0, 1.0]])
+    image = np.zeros((100, 400, 3), dtype=np.uint8)
+    net_image, A = fit_image(image, K, net, NormalizeImage())
+    # 100x400 -> scale 0.96 covers 96x320 as 96x384; the centre crop drops 32 columns left.
+    # Pixel-centre aligned resize: u' = s (u + 0.5) - 0.5.
+    expected = np.array([[0.96, 0.0, 0.5 * (0.96 - 1) - 32], [0.0, 0.96, 0.5 * (0.96 - 1)],
+                         [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(A, expected, atol=1e-12)
+    assert net_image.shape == (3, 96, 320)
 
 
 def test_from_checkpoint_builds_the_voxel_grid_from_data_point_range(tmp_path):

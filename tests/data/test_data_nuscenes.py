@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from nclr_core.config import ConfigError
+from nclr_core.data.config import DataConfig
 from nclr_core.data.datasets import build_pair_dataset, check_splits
 from nclr_core.data.files import DataFormatError
 from nclr_core.data.nuscenes import NuScenesDataset, nuscenes_T_cam_lidar, resolve_scenes
-from nclr_core.engine.pretrain_config import DataConfig
 from nclr_core.geometry.se3 import (
     compose,
     invert,

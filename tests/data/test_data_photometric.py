@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from nclr_core.data.config import DataConfig, PhotometricConfig
 from nclr_core.data.datasets import pair_transform
 from nclr_core.data.transforms import RNG_KEY, PhotometricJitter, RandomCrop, sample_rng
-from nclr_core.engine.pretrain_config import DataConfig, PhotometricConfig
 
 OFF = {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0, "noise_std": 0.0,
        "blur_probability": 0.0}

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from nclr_core.config import ConfigError
+from nclr_core.data.config import DataConfig, RosbagConfig
 from nclr_core.data.datasets import build_pair_dataset, build_reader, check_splits
 from nclr_core.data.rosbag.dataset import BagSplit, RosbagDataset
 from nclr_core.data.rosbag.messages import BagError, BagTopics
 from nclr_core.data.rosbag.rectify import rectify_image
 from nclr_core.data.rosbag.tf_tree import lookup_transform
 from nclr_core.data.semantickitti import SemanticKittiDataset
-from nclr_core.engine.pretrain_config import DataConfig, RosbagConfig
 from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.se3 import invert, make_transform, matrix_from_rpy
 from nclr_core.io.calibration_files import CalibrationRecord, write_calibration_files

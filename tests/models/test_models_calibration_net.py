@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nclr_core.models.calibration_net import CalibrationNet
-from nclr_core.models.feature_grid import pixel_to_cell
+from nclr_core.models.feature_grid import cell_centers, pixel_to_cell
 
 H, W, STRIDE = 64, 128, 4
 TINY = {
@@ -124,23 +124,97 @@ def test_forward_backward_all_parameters_get_gradients():
     assert _params_without_grad(model) == []
 
 
-@pytest.mark.parametrize(
-    "switches",
-    [
-        {"similarity": "cosine", "matching": "hard"},
-        {"use_overlap": False, "use_pose_loss": False},
-    ],
-)
-def test_ablation_switches(switches):
+def _twins(**switches) -> tuple[CalibrationNet, CalibrationNet]:
+    """The default tiny model (pose gate off) and the one with `switches`, every weight they
+    both have equal (the ablated model's are a subset)."""
     torch.manual_seed(2)
-    model = CalibrationNet(**TINY, **switches)
-    out = model(_batch(), pose_loss_enabled=True)
-    assert torch.isfinite(out["loss"])
-    assert ("loss_overlap" in out) == model.use_overlap
-    assert ("loss_pose" in out) == model.use_pose_loss
-    if switches.get("similarity") == "cosine":
-        assert not any("alignment" in name for name, _ in model.named_parameters())
-    out["loss"].backward()
+    base = CalibrationNet(**TINY, pose_loss_gate=None)
+    ablated = CalibrationNet(**TINY, pose_loss_gate=None, **switches)
+    own = ablated.state_dict()
+    ablated.load_state_dict({k: v for k, v in base.state_dict().items() if k in own})
+    return base, ablated
+
+
+def _forward(model: CalibrationNet, batch: dict, **kwargs) -> dict:
+    torch.manual_seed(5)  # the same sampled anchors and supports for every model
+    return model(batch, **kwargs)
+
+
+def _weighted(out: dict, model: CalibrationNet, terms: tuple[str, ...]) -> torch.Tensor:
+    return sum(model.loss_weights[t] * out[f"loss_{t}"] for t in terms)
+
+
+def test_ablation_cosine_similarity_fixes_w_f_to_the_identity():
+    base, cosine = _twins(similarity="cosine")
+    assert [n for n, _ in base.named_parameters() if n.startswith("alignment.")]
+    assert not [n for n, _ in cosine.named_parameters() if n.startswith("alignment.")]
+    p, i = torch.randn(5, 16), torch.randn(7, 16)
+    expected = (torch.nn.functional.normalize(p, dim=1)
+                @ torch.nn.functional.normalize(i, dim=1).T) / cosine.alignment.temperature
+    torch.testing.assert_close(cosine.alignment.similarity(p, i), expected)
+    batch = _batch()
+    with torch.no_grad():
+        # the LTA starts at W_f = I: the same feature loss; once D moves, only its changes
+        lta_loss = _forward(base, batch)["loss_feature"]
+        cosine_loss = _forward(cosine, batch)["loss_feature"]
+        torch.testing.assert_close(lta_loss, cosine_loss, rtol=1e-4, atol=1e-5)
+        base.alignment.d.mul_(torch.linspace(0.2, 1.8, 16))
+        assert not torch.allclose(base.alignment.similarity(p, i), expected, atol=1e-3)
+        moved = _forward(base, batch)["loss_feature"]
+    assert abs(float(moved - cosine_loss)) > 1e-3
+
+
+def test_ablation_hard_matching_puts_every_match_on_a_cell_centre():
+    base, hard = _twins(matching="hard")
+    centres = cell_centers(H // STRIDE, W // STRIDE, STRIDE, convention=hard.cell_convention)
+    batch = _batch()
+
+    def on_a_centre(matches: list[dict]) -> torch.Tensor:
+        pixels = torch.cat([m["pixels"] for m in matches]).double()
+        return torch.cdist(pixels, centres.double()).min(dim=1).values < 1e-4
+
+    with torch.no_grad():
+        soft, hard_out = _forward(base, batch), _forward(hard, batch)
+    assert on_a_centre(hard_out["matches"]).all()
+    assert not on_a_centre(soft["matches"]).all()  # soft: weighted means between centres
+    for s, h in zip(soft["matches"], hard_out["matches"], strict=True):
+        # the same points, and the same confidence (the best cell's softmax weight)
+        assert torch.equal(s["point_index"], h["point_index"]) and s["point_index"].numel()
+        torch.testing.assert_close(s["weights"], h["weights"])
+    torch.testing.assert_close(soft["loss"], hard_out["loss"])  # matching is not in L_f, L_o
+
+
+def test_ablation_without_overlap_drops_the_heads_the_scores_and_l_o():
+    base, plain = _twins(use_overlap=False)
+    assert any(n.startswith("point_overlap_head.") for n, _ in base.named_parameters())
+    assert not any(n.startswith(("point_overlap_head.", "image_overlap_head."))
+                   for n, _ in plain.named_parameters())
+    batch = _batch()
+    with torch.no_grad():
+        with_overlap, without = _forward(base, batch), _forward(plain, batch)
+    overlap_keys = {"point_scores", "image_scores", "loss_overlap"}
+    assert overlap_keys <= set(with_overlap) and not overlap_keys & set(without)
+    torch.testing.assert_close(with_overlap["loss"],
+                               _weighted(with_overlap, base, ("feature", "overlap")))
+    torch.testing.assert_close(without["loss"], _weighted(without, plain, ("feature",)))
+    # no predicted overlap: a match's weight is the matcher's confidence alone, in (0, 1],
+    # where the overlap model multiplies it by the point's score
+    for m in without["matches"]:
+        assert m["point_index"].numel() and bool(((m["weights"] > 0) & (m["weights"] <= 1)).all())
+
+
+def test_ablation_without_pose_loss_has_no_pose_term_even_when_enabled():
+    base, no_pose = _twins(use_pose_loss=False)
+    batch = _batch()
+    with_pose = _forward(base, batch, pose_loss_enabled=True)
+    without = _forward(no_pose, batch, pose_loss_enabled=True)
+    assert {"loss_pose", "T_pred", "R"} <= set(with_pose)
+    assert not {"loss_pose", "T_pred", "R"} & set(without)
+    assert float(with_pose["loss_pose"].detach()) > 0  # the term is there and counts
+    torch.testing.assert_close(with_pose["loss"],
+                               _weighted(with_pose, base, ("feature", "overlap", "pose")))
+    torch.testing.assert_close(without["loss"],
+                               _weighted(without, no_pose, ("feature", "overlap")))
 
 
 def test_eval_without_ground_truth_and_without_pose_loss(monkeypatch):

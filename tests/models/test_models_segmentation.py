@@ -33,6 +33,13 @@ def test_forward_backward_on_a_tiny_batch_reaches_every_parameter():
     losses["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
+    # given labels, the forward returns the same losses beside its outputs (the training
+    # loop's contract: {"loss": ...})
+    with torch.no_grad():
+        labelled = model(points, offset, labels, instances)
+    assert set(labelled) == {"logits", "offsets", "loss", "loss_sem", "loss_offset"}
+    for key, value in losses.items():
+        torch.testing.assert_close(labelled[key], value.detach())
 
 
 def test_semantic_only_model_and_all_ignored_labels():

@@ -178,9 +178,9 @@ def _drive(timeout_s: float) -> dict:
 
 # ---------------------------------------------------------------- tests
 def _tiny_checkpoint(path: Path, class_names: list[str]) -> Path:
-    from nclr_core.engine.checkpoint import save_checkpoint
-    from nclr_core.engine.finetune import SEGMENTATION_KIND
+    from nclr_core.checkpoint import save_checkpoint
     from nclr_core.models.segmentation import SegmentationNet
+    from nclr_core.models.segmentation_checkpoint import SEGMENTATION_KIND
 
     torch.manual_seed(0)
     kwargs = {"backbone": BACKBONE, "num_classes": len(class_names)}

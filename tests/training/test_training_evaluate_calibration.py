@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from nclr_core.checkpoint import save_checkpoint
 from nclr_core.config import load_config, to_dict
-from nclr_core.engine.checkpoint import save_checkpoint
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model
 

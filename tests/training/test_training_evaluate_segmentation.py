@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nclr_core.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.data.semantickitti import IGNORE_INDEX, SEMANTIC_KITTI_CLASSES, SemanticKittiDataset
-from nclr_core.engine.checkpoint import load_checkpoint, save_checkpoint
-from nclr_core.engine.finetune import SEGMENTATION_KIND
 from nclr_core.models.segmentation import SegmentationNet
+from nclr_core.models.segmentation_checkpoint import SEGMENTATION_KIND
 from nclr_core.segmenter import Segmenter
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
+from nclr_core.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.config import load_config, to_dict
-from nclr_core.engine.checkpoint import load_checkpoint, save_checkpoint
 from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.engine.trainer import build_model
 from nclr_core.inference import Calibrator

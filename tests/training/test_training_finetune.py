@@ -1,4 +1,5 @@
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -7,14 +8,15 @@ import pytest
 import torch
 import yaml
 
+from nclr_core.checkpoint import save_checkpoint
 from nclr_core.config import ConfigError, load_config, to_dict
+from nclr_core.data.config import DataConfig
 from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
 from nclr_core.data.synthetic.sequence import SyntheticConfig
 from nclr_core.data.synthetic.writer import write_dataset
-from nclr_core.engine.checkpoint import save_checkpoint
 from nclr_core.engine.finetune import build_model
 from nclr_core.engine.finetune_config import FinetuneConfig
-from nclr_core.engine.pretrain_config import DataConfig, PretrainConfig
+from nclr_core.engine.pretrain_config import PretrainConfig
 from nclr_core.models.calibration_net import CalibrationNet
 from nclr_core.models.point_encoder import PointEncoder
 from nclr_core.segmenter import Segmenter
@@ -184,6 +186,20 @@ def test_a_few_steps_fit_one_scan(synthetic_root):
     freq = torch.bincount(batch["labels"]).double() / len(batch["labels"])
     entropy = float(-(freq[freq > 0] * freq[freq > 0].log()).sum())
     assert losses[-1] < 0.8 * entropy < losses[0], (losses, entropy)
+
+
+def test_without_out_a_run_gets_its_own_timestamped_run_folder(synthetic_root, tmp_path):
+    args = ["--data", str(synthetic_root), "--label-fraction", "0.5", "--init", "scratch",
+            "--seed", "3", "--config", str(CONFIG)]
+    for item in [*TINY_SETS, f"output_root={tmp_path / 'runs'}", "name=ft_tiny"]:
+        args += ["--set", item]
+    assert finetune_seg.main(args) == 0
+    (run,) = (tmp_path / "runs" / "ft_tiny").iterdir()
+    assert re.fullmatch(r"\d{8}-\d{6}", run.name)
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "train.log", "tb", "checkpoints",
+                                               "label_subset.json", "metrics.json"}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["name"] == "ft_tiny"
 
 
 def test_schedule_follows_the_label_fraction_scaled_by_one_factor():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nclr_core.engine.checkpoint import load_checkpoint
+from nclr_core.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 PRETRAIN = REPO / "training" / "pretrain.py"
