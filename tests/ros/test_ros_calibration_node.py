@@ -431,26 +431,3 @@ if __name__ == "__main__":
         print(json.dumps(_drive(sys.argv[2], float(sys.argv[3]))), flush=True)
     else:
         raise SystemExit(f"unknown role {sys.argv[1]!r} (drive)")
-
-
-def test_empty_model_path_uses_the_shipped_model():
-    import rclpy
-
-    from nclr_ros.calibration_node import CalibrationNode
-    from nclr_ros.calibration_parameters import SHIPPED_MODEL
-    from nclr_ros.package_files import package_file
-
-    shipped = package_file("models", SHIPPED_MODEL)
-    assert shipped is not None, f"models/{SHIPPED_MODEL} is missing from the package"
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=random.randint(100, 200))
-    try:
-        node = CalibrationNode(context=context)
-        try:
-            assert node.params["model_path"] == str(shipped)
-            assert node.pipeline.calibrator.model.use_overlap
-        finally:
-            node.shutdown()
-            node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)

@@ -93,3 +93,42 @@ def test_newest_job_worker_replaces_waiting_jobs_and_reports_errors():
     assert reported == [("bad", "RuntimeError('boom')")]
     with lock:
         assert worker.error_counts() == {"worker_errors.RuntimeError": 1}
+
+
+def _calibrator_loaded(node) -> bool:
+    return node.pipeline.calibrator.model.use_overlap
+
+
+def _segmenter_loaded(node) -> bool:
+    from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
+
+    return node.segmenter.class_names == list(SEMANTIC_KITTI_CLASSES)
+
+
+@pytest.mark.parametrize("module_name, class_name, loaded", [
+    ("calibration_node", "CalibrationNode", _calibrator_loaded),
+    ("segmentation_node", "SegmentationNode", _segmenter_loaded),
+])
+def test_an_empty_model_path_loads_the_shipped_model(module_name, class_name, loaded):
+    import importlib
+    import random
+
+    import rclpy
+
+    from nclr_ros.package_files import package_file
+
+    module = importlib.import_module(f"nclr_ros.{module_name}")
+    shipped = package_file("models", module.SHIPPED_MODEL)
+    assert shipped is not None, f"models/{module.SHIPPED_MODEL} is missing from the package"
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=random.randint(100, 200))
+    try:
+        node = getattr(module, class_name)(context=context)
+        try:
+            assert node.params["model_path"] == str(shipped)
+            assert loaded(node)
+        finally:
+            node.shutdown()
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

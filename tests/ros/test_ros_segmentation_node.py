@@ -253,29 +253,6 @@ def test_node_refuses_classes_that_differ_from_the_checkpoint(tmp_path):
         context.try_shutdown()
 
 
-def test_empty_model_path_uses_the_shipped_model():
-    import rclpy
-
-    from nclr_core.data.semantickitti import SEMANTIC_KITTI_CLASSES
-    from nclr_ros.package_files import package_file
-    from nclr_ros.segmentation_node import SHIPPED_MODEL, SegmentationNode
-
-    shipped = package_file("models", SHIPPED_MODEL)
-    assert shipped is not None, f"models/{SHIPPED_MODEL} is missing from the package"
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=random.randint(100, 200))
-    try:
-        node = SegmentationNode(context=context)
-        try:
-            assert node.params["model_path"] == str(shipped)
-            assert node.segmenter.class_names == list(SEMANTIC_KITTI_CLASSES)
-        finally:
-            node.shutdown()
-            node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
-
-
 def test_a_missing_shipped_model_is_a_clear_error():
     import rclpy
 
