@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="same seed -> identical files")
     p.add_argument("--preview", action="store_true",
                    help="also write preview/NN_overlay.png and preview/NN_bev.png")
-    p.add_argument("--beams", type=int, choices=(128, 64, 32, 16), default=64,
-                   help="LiDAR preset (with --randomise, drawn per sequence instead)")
+    p.add_argument("--beams", type=int, choices=(128, 64, 32, 16), default=None,
+                   help="LiDAR preset (default 64; with --randomise drawn per sequence from "
+                        "32, 64, 128 unless given)")
     p.add_argument("--width", type=int, default=1242, help="image width (pixels)")
     p.add_argument("--height", type=int, default=375, help="image height (pixels)")
     p.add_argument("--overwrite", action="store_true",
@@ -57,10 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         config = SyntheticConfig(
             width=args.width,
             height=args.height,
-            beams=args.beams,
+            beams=args.beams or 64,
             extrinsic_jitter_rad=math.radians(args.jitter_deg),
             extrinsic_jitter_m=args.jitter_m,
-            randomise=RandomiseConfig(enabled=args.randomise),
+            randomise=RandomiseConfig(
+                enabled=args.randomise,
+                beams=(args.beams,) if args.beams else RandomiseConfig.beams),
         )
         write_dataset(args.out, args.sequences, args.frames, args.seed, config, args.preview,
                       args.overwrite, args.workers)

@@ -295,11 +295,13 @@ def test_cli_randomised_sequence_loads_and_builds_pretext_pairs(tmp_path):
     out = tmp_path / "dr"
     cmd = [sys.executable, str(REPO_ROOT / "training" / "make_synthetic.py"), "--out", str(out),
            "--sequences", "1", "--frames", "2", "--seed", "4", "--width", "320", "--height",
-           "97", "--randomise", "--preview"]
+           "97", "--randomise", "--beams", "32", "--preview"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=REPO_ROOT, timeout=300)
     calib = (out / "sequences" / "00" / "calib.txt").read_text()
     assert calib.splitlines()[-1].startswith("D2: ")
     assert (out / "preview" / "00_overlay.png").is_file()
+    look = json.loads((out / "metrics.json").read_text())["sequences"]["00"]["look"]
+    assert look["lidar_beams"] == 32  # --beams fixes the randomised preset
     cfg = DataConfig(dataset="synthetic", root=str(out), train_split=["00"], val_split=["00"],
                      image_height=64, image_width=192, max_points=4000)
     for train in (True, False):

@@ -27,6 +27,8 @@ from nclr_core.data.synthetic.lidar import LidarModel
 from nclr_core.data.synthetic.materials import MATERIALS
 
 Range = tuple[float, float]
+# Blur ranges are given for an image of KITTI's width (pixels) and scaled with the image.
+BLUR_REFERENCE_WIDTH = 1242
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ class RandomiseConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type == "Range" and not (len(value) == 2 and value[0] <= value[1]):
+            if f.name == "beams" or not isinstance(value, tuple):
+                continue
+            if not (len(value) == 2 and value[0] <= value[1]):
                 raise ValueError(f"randomise.{f.name} must be a (low, high) pair with low <= "
                                  f"high, got {value}")
         if not self.beams or any(b not in LidarModel.PRESET_BEAMS for b in self.beams):
@@ -206,7 +210,7 @@ def draw_look(rng: np.random.Generator, config: RandomiseConfig, K: np.ndarray, 
         shadow_strength=_uniform(rng, config.shadow_strength),
         read_noise=_uniform(rng, config.read_noise_levels),
         shot_noise=_uniform(rng, config.shot_noise_levels),
-        blur_sigma_px=_uniform(rng, config.blur_sigma_px) * width / 1242.0,
+        blur_sigma_px=_uniform(rng, config.blur_sigma_px) * width / BLUR_REFERENCE_WIDTH,
         vignetting=_uniform(rng, config.vignetting),
         material_gain=draw_material_gain(rng, config.material_tint_std,
                                          config.material_brightness),
