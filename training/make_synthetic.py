@@ -1,6 +1,10 @@
 """Generate the synthetic driving data set in the SemanticKITTI layout.
 
     python training/make_synthetic.py --out data/synthetic --sequences 2 --frames 100 --seed 0
+
+--randomise draws each sequence's camera (exposure, white balance, noise, blur, vignetting,
+lens distortion), sun, materials and LiDAR (beams, dropout, reflectance) from its seed and
+index (nclr_core.data.synthetic.randomise).
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import logging
 import math
 import sys
 
+from nclr_core.data.synthetic.randomise import RandomiseConfig
 from nclr_core.data.synthetic.sequence import SyntheticConfig
 from nclr_core.data.synthetic.writer import write_dataset
 
@@ -21,7 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="same seed -> identical files")
     p.add_argument("--preview", action="store_true",
                    help="also write preview/NN_overlay.png and preview/NN_bev.png")
-    p.add_argument("--beams", type=int, choices=(64, 32, 16), default=64, help="LiDAR preset")
+    p.add_argument("--beams", type=int, choices=(128, 64, 32, 16), default=None,
+                   help="LiDAR preset (default 64; with --randomise drawn per sequence from "
+                        "32, 64, 128 unless given)")
     p.add_argument("--width", type=int, default=1242, help="image width (pixels)")
     p.add_argument("--height", type=int, default=375, help="image height (pixels)")
     p.add_argument("--overwrite", action="store_true",
@@ -30,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="per-sequence extrinsic rotation jitter (std, degrees)")
     p.add_argument("--jitter-m", type=float, default=0.0,
                    help="per-sequence extrinsic translation jitter (std, metres)")
+    p.add_argument("--randomise", action="store_true",
+                   help="domain randomisation: per sequence camera look, lens distortion "
+                        "(calib.txt D2), sun, materials and LiDAR (32/64/128 beams)")
     p.add_argument("--workers", type=int, default=1,
                    help="sequences generated at once, one process each (same output)")
     return p.parse_args(argv)
@@ -48,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         config = SyntheticConfig(
             width=args.width,
             height=args.height,
-            beams=args.beams,
+            beams=args.beams or 64,
             extrinsic_jitter_rad=math.radians(args.jitter_deg),
             extrinsic_jitter_m=args.jitter_m,
+            randomise=RandomiseConfig(
+                enabled=args.randomise,
+                beams=(args.beams,) if args.beams else RandomiseConfig.beams),
         )
         write_dataset(args.out, args.sequences, args.frames, args.seed, config, args.preview,
                       args.overwrite, args.workers)

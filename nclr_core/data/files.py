@@ -75,14 +75,18 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_kitti_calib(
-    path: str | Path, shapes: Mapping[str, tuple[int, int]]
+    path: str | Path,
+    shapes: Mapping[str, tuple[int, ...]],
+    optional: Mapping[str, tuple[int, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read a KITTI calibration text file (`KEY: v1 v2 ...` per line).
 
     `shapes` names the keys required and their matrix shape, e.g. `{"P2": (3, 4)}`; values are
-    read row-major. Returns `{key: float64 array of that shape}`. Raises `DataFormatError`
-    naming the file and the key when a key is missing, has a non-numeric value or the wrong
-    number of values. Lines of other keys are parsed but not returned.
+    read row-major. `optional` names keys returned only when the file has them (e.g. a lens
+    distortion `{"D2": (5,)}`). Returns `{key: float64 array of that shape}`. Raises
+    `DataFormatError` naming the file and the key when a required key is missing, or a key
+    has a non-numeric value or the wrong number of values. Lines of other keys are parsed but
+    not returned.
     """
     path = require_file(path)
     values: dict[str, str] = {}
@@ -94,7 +98,8 @@ def read_kitti_calib(
             raise DataFormatError(f"{path}: line {line_no} has no 'KEY:' prefix: {line!r}")
         values[key.strip()] = rest
     out: dict[str, np.ndarray] = {}
-    for key, shape in shapes.items():
+    wanted = {**{k: v for k, v in (optional or {}).items() if k in values}, **shapes}
+    for key, shape in wanted.items():
         if key not in values:
             raise DataFormatError(
                 f"{path}: calibration key {key!r} missing (found {sorted(values)})"

@@ -7,11 +7,15 @@ Layout under `root`::
                                         (optional folder; when present every scan needs one)
     sequences/NN/image_2/XXXXXX.png     RGB camera 2 (image_3 for camera 3)
     sequences/NN/calib.txt              P0..P3 (3x4 rectified projections), Tr (3x4, velodyne
-                                        -> rectified camera 0)
+                                        -> rectified camera 0); optional DN (5 values,
+                                        plumb_bob k1 k2 p1 p2 k3): camera N has a lens with
+                                        that distortion (our randomised synthetic data)
     sequences/NN/times.txt              one timestamp (s) per scan, line index = scan number
     sequences/NN/poses.txt              optional, 12 values per line: T_world_cam0 (3x4)
 
-For camera N, `K = PN[:3,:3]`, `bN = K^-1 PN[:,3]` and `T_cam_lidar = [I | bN] . Tr`.
+For camera N, `K = PN[:3,:3]`, `bN = K^-1 PN[:,3]` and `T_cam_lidar = [I | bN] . Tr`. A
+camera with distortion DN is read as a `CameraModel` (plumb_bob, K, the image size); its
+images are rectified to the pinhole camera with the same K unless `rectify=False`.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ from nclr_core.data.files import (
     require_dir,
     require_file,
 )
+from nclr_core.data.rosbag.rectify import rectify_image
+from nclr_core.geometry.camera import CameraModel
 from nclr_core.geometry.se3 import compose, make_transform
 
 IGNORE_INDEX = 255
@@ -140,6 +146,11 @@ class SemanticKittiDataset:
     sequence has labels: `labels` int64 (N,) train ids 0..18 or `IGNORE_INDEX`, `labels_raw`
     int64 (N,) raw semantic ids, `instances` int64 (N,); when poses.txt exists: `pose` (4, 4)
     T_world_cam0.
+
+    When calib.txt gives the camera a lens distortion (DN), `image` is rectified to the
+    pinhole camera of the same K and size (what every K-only consumer, the training pairs
+    included, expects); with `rectify=False` it is the raw image and `camera` holds the
+    `CameraModel` with the lens (for consumers that undistort themselves).
     """
 
     def __init__(
@@ -147,6 +158,7 @@ class SemanticKittiDataset:
         root: str | Path,
         sequences: Sequence[str] = ("00",),
         camera: str = "image_2",
+        rectify: bool = True,
     ) -> None:
         self.root = require_dir(root, "SemanticKITTI root")
         if isinstance(sequences, str):
@@ -154,6 +166,7 @@ class SemanticKittiDataset:
         if len(sequences) == 0:
             raise ValueError("sequences is empty")
         self.camera = camera
+        self.rectify = rectify
         cam_idx = _camera_index(camera)
         self._frames: list[tuple[str, str]] = []
         self._seq: dict[str, dict[str, Any]] = {}
@@ -173,7 +186,8 @@ class SemanticKittiDataset:
                 if has_labels:
                     require_file(label_dir / f"{stem}.label")
             calib_path = seq_dir / "calib.txt"
-            calib = read_kitti_calib(calib_path, {f"P{cam_idx}": (3, 4), "Tr": (3, 4)})
+            calib = read_kitti_calib(calib_path, {f"P{cam_idx}": (3, 4), "Tr": (3, 4)},
+                                     optional={f"D{cam_idx}": (5,)})
             K, b = projection_to_camera(calib[f"P{cam_idx}"])
             T_rect_velo = make_transform(calib["Tr"][:, :3], calib["Tr"][:, 3])
             T_cam_rect = make_transform(np.eye(3), b)
@@ -197,6 +211,7 @@ class SemanticKittiDataset:
                 "times": times,
                 "poses": poses,
                 "has_labels": has_labels,
+                "distortion": calib.get(f"D{cam_idx}"),
             }
             self._frames.extend((seq, stem) for stem in stems)
 
@@ -216,8 +231,15 @@ class SemanticKittiDataset:
         seq_dir: Path = info["dir"]
         points = read_bin_points(seq_dir / "velodyne" / f"{stem}.bin", 4)
         n = int(stem)
+        image = read_image_rgb(seq_dir / self.camera / f"{stem}.png")
+        lens = None
+        if info["distortion"] is not None:
+            height, width = image.shape[:2]
+            lens = CameraModel(info["K"], width, height, "plumb_bob", info["distortion"])
+            if self.rectify:
+                image = rectify_image(image, lens)
         sample: dict[str, Any] = {
-            "image": read_image_rgb(seq_dir / self.camera / f"{stem}.png"),
+            "image": image,
             "points": points,
             "K": info["K"].copy(),
             "T_cam_lidar": info["T_cam_lidar"].copy(),
@@ -227,6 +249,8 @@ class SemanticKittiDataset:
             "sequence": seq,
             "frame_id": stem,
         }
+        if lens is not None and not self.rectify:
+            sample["camera"] = lens
         if info["has_labels"]:
             label_path = seq_dir / "labels" / f"{stem}.label"
             semantic, instance = read_label_file(label_path)

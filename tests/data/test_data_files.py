@@ -82,6 +82,17 @@ def test_kitti_calib(tmp_path: Path) -> None:
         read_kitti_calib(path, {"P2": (3, 4)})
 
 
+def test_kitti_calib_optional_keys(tmp_path: Path) -> None:
+    path = tmp_path / "calib.txt"
+    path.write_text("P2: 1 0 2 3 0 1 4 5 0 0 1 6\nD2: -0.3 0.1 0.001 0 0\n")
+    calib = read_kitti_calib(path, {"P2": (3, 4)}, optional={"D2": (5,), "D3": (5,)})
+    np.testing.assert_array_equal(calib["D2"], [-0.3, 0.1, 0.001, 0.0, 0.0])
+    assert "D3" not in calib
+    path.write_text("P2: 1 0 2 3 0 1 4 5 0 0 1 6\nD2: -0.3 0.1\n")
+    with pytest.raises(DataFormatError, match=r"'D2' has 2 values"):
+        read_kitti_calib(path, {"P2": (3, 4)}, optional={"D2": (5,)})
+
+
 def test_float_table(tmp_path: Path) -> None:
     path = tmp_path / "times.txt"
     path.write_text("0.0\n1.5e-1\n\n")

@@ -1,7 +1,8 @@
-"""Ray-cast pinhole camera: textured Lambertian shading with cast shadows, sky and noise.
+"""Ray-cast camera: textured Lambertian shading with cast shadows, sky and noise.
 
 Besides the RGB image the renderer returns per-pixel depth, class and instance buffers, so
-tests can check that LiDAR points and pixels agree.
+tests can check that LiDAR points and pixels agree. A `CameraLook` (domain randomisation,
+`nclr_core.data.synthetic.randomise`) varies materials, shadows, optics and sensor noise.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from functools import cached_property
 import numpy as np
 
 from nclr_core.data.synthetic.materials import albedo
+from nclr_core.data.synthetic.randomise import CameraLook, expose, sensor_noise, vary_materials
 from nclr_core.data.synthetic.raycast import RayScene
+from nclr_core.geometry.camera import CameraModel
 
 KITTI_SIZE = (1242, 375)
 # KITTI odometry camera 2 intrinsics (fx = fy, principal point) for a 1242 x 375 image.
@@ -21,11 +24,14 @@ KITTI_PRINCIPAL = (607.1928, 185.2157)
 
 @dataclass(frozen=True)
 class PinholeCamera:
-    """Pinhole camera: image `width` x `height` pixels, intrinsics K (3, 3) float64."""
+    """Camera of image `width` x `height` pixels, intrinsics K (3, 3) float64 and, when
+    `distortion` (5,) is given, a plumb_bob lens (OpenCV k1 k2 p1 p2 k3): the image is then
+    the raw (distorted) one."""
 
     width: int
     height: int
     K: np.ndarray
+    distortion: np.ndarray | None = None
 
     @classmethod
     def kitti_like(cls, width: int = KITTI_SIZE[0], height: int = KITTI_SIZE[1]) -> PinholeCamera:
@@ -42,13 +48,26 @@ class PinholeCamera:
         )
         return cls(width, height, K)
 
+    @property
+    def model(self) -> CameraModel:
+        """The same camera as the project's `CameraModel` (plumb_bob or no distortion)."""
+        if self.distortion is None:
+            return CameraModel(self.K, self.width, self.height)
+        return CameraModel(self.K, self.width, self.height, "plumb_bob", self.distortion)
+
     @cached_property
     def ray_directions(self) -> np.ndarray:
         """Unit rays (H * W, 3) in the camera frame through pixel centres (u, v integers),
-        row-major (v slowest); computed once per camera."""
+        row-major (v slowest), through the lens when there is one; computed once per camera."""
         u, v = np.meshgrid(np.arange(self.width), np.arange(self.height))
         pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], axis=1).astype(np.float64)
-        rays = pix @ np.linalg.inv(self.K).T
+        if self.distortion is None:
+            rays = pix @ np.linalg.inv(self.K).T
+        else:
+            rays = self.model.unproject(pix[:, :2], np.ones(u.size))
+            if not np.all(np.isfinite(rays)):
+                raise ValueError(f"lens distortion {self.distortion.tolist()} cannot image "
+                                 "every pixel (undistortion failed)")
         return rays / np.linalg.norm(rays, axis=1, keepdims=True)
 
 
@@ -82,8 +101,10 @@ def render_camera(
     lighting: Lighting,
     rng: np.random.Generator,
     noise_std: float = 2.0,
+    look: CameraLook | None = None,
 ) -> CameraRender:
-    """Render the view of a camera at pose `T_world_cam` (4, 4); `noise_std` in 8-bit levels."""
+    """Render the view of a camera at pose `T_world_cam` (4, 4); `noise_std` in 8-bit levels
+    (Gaussian), or with `look` that sequence's materials, shadows, optics and sensor noise."""
     rays_cam = camera.ray_directions
     R, t = T_world_cam[:3, :3], T_world_cam[:3, 3]
     dirs = rays_cam @ R.T
@@ -102,20 +123,28 @@ def render_camera(
     points = t + dirs[idx] * hits.distance[idx, None]
     normals = hits.normal[idx]
     base = albedo(hits.material[idx], points, normals, hits.color[idx])
+    if look is not None:
+        base = vary_materials(base, hits.color[idx], hits.material[idx], look)
     sun = np.asarray(lighting.sun_direction, dtype=np.float64)
     lambert = np.clip(normals @ sun, 0.0, None)
     facing = np.flatnonzero(lambert > 0.0)
     shadow_origins = points[facing] + normals[facing] * 0.02
     shadowed = scene.occluded(shadow_origins, np.broadcast_to(sun, shadow_origins.shape))
-    lambert[facing[shadowed]] = 0.0
+    shadow_strength = 1.0 if look is None else look.shadow_strength
+    lambert[facing[shadowed]] *= 1.0 - shadow_strength
     sky_light = (0.6 + 0.4 * normals[:, 2])[:, None] * np.array(lighting.ambient_color)
     lit = base * (sky_light + lambert[:, None] * np.array(lighting.sun_color))
     haze = 1.0 - np.exp(-hits.distance[idx] / lighting.haze_distance)
     radiance[idx] = lit * (1.0 - haze[:, None]) + haze[:, None] * np.array(lighting.sky_horizon)
 
+    if look is not None:
+        radiance = expose(radiance.reshape(H, W, 3), look, camera.K).reshape(-1, 3)
     srgb = np.power(np.clip(radiance, 0.0, 1.0).astype(np.float32), np.float32(1.0 / 2.2))
     srgb *= np.float32(255.0)
-    srgb += rng.standard_normal(srgb.shape, dtype=np.float32) * np.float32(noise_std)
+    if look is None:
+        srgb += rng.standard_normal(srgb.shape, dtype=np.float32) * np.float32(noise_std)
+    else:
+        srgb = sensor_noise(srgb, look, rng)
     image = np.clip(np.rint(srgb), 0, 255).astype(np.uint8).reshape(H, W, 3)
     depth = (hits.distance * rays_cam[:, 2]).astype(np.float32).reshape(H, W)
     return CameraRender(

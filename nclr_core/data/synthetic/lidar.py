@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import ClassVar
 
 import numpy as np
 
@@ -17,7 +18,13 @@ class LidarModel:
     One full turn is sampled every `azimuth_step` radians. Returns closer than `min_range` or
     farther than `max_range` (metres) are lost; each return is dropped with probability
     `dropout`, plus up to `dark_dropout` more for dark, distant surfaces.
+
+    Intensity: each material's reflectivity (times `reflectivity_scale[material]` when given)
+    times `incidence_floor + (1 - incidence_floor) |cos incidence|`, raised to
+    `intensity_gamma`, plus Gaussian noise, clipped to [0, 1].
     """
+
+    PRESET_BEAMS: ClassVar[tuple[int, ...]] = (16, 32, 64, 128)
 
     num_beams: int = 64
     elevation_max: float = float(np.radians(2.0))
@@ -29,10 +36,14 @@ class LidarModel:
     dropout: float = 0.01
     dark_dropout: float = 0.3
     intensity_noise_std: float = 0.02
+    incidence_floor: float = 0.2
+    intensity_gamma: float = 1.0
+    reflectivity_scale: tuple[float, ...] | None = None
 
     @classmethod
     def preset(cls, beams: int) -> LidarModel:
-        """HDL-64E-like (64), HDL-32E-like (32) or VLP-16-like (16) layout."""
+        """HDL-64E-like (64), HDL-32E-like (32), VLP-16-like (16) or VLS-128-like (128)
+        layout."""
         if beams == 64:
             return cls()
         if beams == 32:
@@ -42,7 +53,11 @@ class LidarModel:
             return cls(num_beams=16, elevation_max=float(np.radians(15.0)),
                        elevation_min=float(np.radians(-15.0)),
                        azimuth_step=float(np.radians(0.2)), max_range=100.0)
-        raise ValueError(f"no LiDAR preset for {beams} beams (choose 64, 32 or 16)")
+        if beams == 128:
+            return cls(num_beams=128, elevation_max=float(np.radians(15.0)),
+                       elevation_min=float(np.radians(-25.0)),
+                       azimuth_step=float(np.radians(0.2)), max_range=200.0)
+        raise ValueError(f"no LiDAR preset for {beams} beams (choose 128, 64, 32 or 16)")
 
     @property
     def num_azimuths(self) -> int:
@@ -78,7 +93,7 @@ def scan_lidar(
 ) -> LidarScan:
     """Cast one LiDAR turn from pose `T_world_lidar` (4, 4) into `scene`.
 
-    Intensity = reflectivity * (0.2 + 0.8 |cos incidence|) plus noise, clipped to [0, 1].
+    Intensity as `LidarModel` describes (0.2 + 0.8 |cos incidence| by default).
     """
     directions = model.ray_directions
     R, t = T_world_lidar[:3, :3], T_world_lidar[:3, 3]
@@ -89,7 +104,12 @@ def scan_lidar(
     idx = np.flatnonzero(keep)
     distance = hits.distance[idx]
     cos_inc = np.abs(np.einsum("ij,ij->i", hits.normal[idx], world_dirs[idx]))
-    intensity = MATERIAL_REFLECTIVITY[hits.material[idx]] * (0.2 + 0.8 * cos_inc)
+    reflectivity = MATERIAL_REFLECTIVITY[hits.material[idx]]
+    if model.reflectivity_scale is not None:
+        scale = np.asarray(model.reflectivity_scale)[hits.material[idx]]
+        reflectivity = np.clip(reflectivity * scale, 0.0, 1.0)
+    floor = model.incidence_floor
+    intensity = (reflectivity * (floor + (1.0 - floor) * cos_inc)) ** model.intensity_gamma
     drop_p = model.dropout + model.dark_dropout * (1.0 - intensity) * (
         distance / model.max_range
     ) ** 2

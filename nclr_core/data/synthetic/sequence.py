@@ -2,7 +2,8 @@
 
 Every random draw comes from a generator seeded by (seed, sequence index, purpose[, frame]),
 so a frame is the same whatever order frames are generated in, and the same seed gives the
-same data.
+same data. Domain randomisation (`SyntheticConfig.randomise`) draws its sensor look from its
+own generator, so with it off nothing else changes.
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from scipy.spatial.transform import Rotation
 
 from nclr_core.data.synthetic.camera import CameraRender, Lighting, PinholeCamera, render_camera
 from nclr_core.data.synthetic.lidar import LidarModel, LidarScan, scan_lidar
+from nclr_core.data.synthetic.randomise import RandomiseConfig, SensorLook, draw_look
 from nclr_core.data.synthetic.scene import StreetConfig, StreetScene, generate_street
 
 # Axis change LiDAR (x forward, y left, z up) -> camera (x right, y down, z forward).
 R_CAM_LIDAR_AXES = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 
-_SCENE, _RIG, _FRAME = 0, 1, 2
+_SCENE, _RIG, _FRAME, _LOOK = 0, 1, 2, 3
 
 
 def default_T_cam_lidar(
@@ -43,6 +45,8 @@ class SyntheticConfig:
 
     `extrinsic_jitter_rad` / `extrinsic_jitter_m` are the standard deviations of a per-sequence
     perturbation of `T_cam_lidar` (rotation vector, translation); 0 keeps the default.
+    `randomise` (off by default) draws each sequence's camera, lens, sun and LiDAR; its
+    LiDAR preset then replaces `beams`.
     """
 
     width: int = 1242
@@ -56,6 +60,7 @@ class SyntheticConfig:
     extrinsic_jitter_rad: float = 0.0
     extrinsic_jitter_m: float = 0.0
     street: StreetConfig = field(default_factory=StreetConfig)
+    randomise: RandomiseConfig = field(default_factory=RandomiseConfig)
 
     def __post_init__(self) -> None:
         if self.rate_hz <= 0:
@@ -102,6 +107,13 @@ class SyntheticSequence:
             np.random.default_rng([seed, index, _SCENE]), duration, c.street
         )
         self.lighting = Lighting(sun_direction=self.scene.sun_direction)
+        self.look: SensorLook | None = None
+        if c.randomise.enabled:
+            self.look = draw_look(np.random.default_rng([seed, index, _LOOK]), c.randomise,
+                                  self.camera.K, c.width, c.height)
+            self.camera = PinholeCamera(c.width, c.height, self.camera.K, self.look.distortion)
+            self.lidar = self.look.lidar
+            self.lighting = Lighting(sun_direction=self.look.sun_direction)
         self.T_cam_lidar = self._extrinsics(np.random.default_rng([seed, index, _RIG]))
         self._static = self.scene.static_ray_scene()
 
@@ -131,6 +143,7 @@ class SyntheticSequence:
         T_world_cam = T_world_lidar @ np.linalg.inv(self.T_cam_lidar)
         scan = scan_lidar(rays, T_world_lidar, self.lidar, rng)
         render = render_camera(
-            rays, T_world_cam, self.camera, self.lighting, rng, self.config.image_noise_std
+            rays, T_world_cam, self.camera, self.lighting, rng, self.config.image_noise_std,
+            None if self.look is None else self.look.camera,
         )
         return SyntheticFrame(i, stamp, scan, render, T_world_lidar)

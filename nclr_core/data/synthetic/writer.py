@@ -3,14 +3,17 @@
     DIR/sequences/NN/velodyne/XXXXXX.bin   float32 (N, 4) x y z intensity, LiDAR frame
     DIR/sequences/NN/labels/XXXXXX.label   uint32 (N,): raw class id (low 16 bits), instance
     DIR/sequences/NN/image_2/XXXXXX.png    RGB camera 2
-    DIR/sequences/NN/calib.txt             P0..P3 (3 x 4, rectified), Tr (velodyne -> cam 0)
+    DIR/sequences/NN/calib.txt             P0..P3 (3 x 4, rectified), Tr (velodyne -> cam 0),
+                                           D2 (k1 k2 p1 p2 k3, plumb_bob) when camera 2 has a lens
     DIR/sequences/NN/poses.txt             T_world_cam0 (3 x 4) per frame, world = first cam 0
     DIR/sequences/NN/times.txt             seconds per frame
     DIR/preview/NN_overlay.png, NN_bev.png (optional)
     DIR/metrics.json                       what was generated (settings, point and class counts)
 
 Camera 2 is the rendered camera, so `T_cam2_lidar = [I | K^-1 P2[:, 3]] . Tr` is the ground
-truth `T_cam_lidar`. Every file is written atomically; the same seed gives identical bytes.
+truth `T_cam_lidar`. With domain randomisation its image is the raw image of a lens with
+distortion D2 (as KITTI raw's calib_cam_to_cam.txt D_02). Every file is written atomically;
+the same seed gives identical bytes.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from tqdm import tqdm
 
 from nclr_core.atomic_write import atomic_path, write_bytes_atomic, write_text_atomic
 from nclr_core.data.synthetic.sequence import SyntheticConfig, SyntheticFrame, SyntheticSequence
-from nclr_core.geometry.projection import project_points
+from nclr_core.geometry.projection import project_points_with_camera
 
 LOG = logging.getLogger(__name__)
 
@@ -48,14 +51,18 @@ def _row(values: np.ndarray) -> str:
     return " ".join(f"{v:.12e}" for v in np.asarray(values, dtype=np.float64).ravel())
 
 
-def calib_text(K: np.ndarray, T_cam_lidar: np.ndarray) -> str:
-    """KITTI odometry calib.txt for intrinsics K (3, 3) and camera-2 extrinsics (4, 4)."""
+def calib_text(K: np.ndarray, T_cam_lidar: np.ndarray,
+               distortion: np.ndarray | None = None) -> str:
+    """KITTI odometry calib.txt for intrinsics K (3, 3) and camera-2 extrinsics (4, 4); with
+    `distortion` (5,) also camera 2's plumb_bob coefficients as `D2: k1 k2 p1 p2 k3`."""
     lines = []
     for n, bx in enumerate(CAMERA_OFFSETS_X):
         P = K @ np.hstack([np.eye(3), np.array([[bx], [0.0], [0.0]])])
         lines.append(f"P{n}: {_row(P)}")
     T_cam0_lidar = _translation(-CAMERA_OFFSETS_X[RENDERED_CAMERA]) @ T_cam_lidar
     lines.append(f"Tr: {_row(T_cam0_lidar[:3])}")
+    if distortion is not None:
+        lines.append(f"D{RENDERED_CAMERA}: {_row(distortion)}")
     return "\n".join(lines) + "\n"
 
 
@@ -87,11 +94,10 @@ def write_frame(seq_dir: Path, frame: SyntheticFrame) -> None:
 
 def overlay_image(sequence: SyntheticSequence, frame: SyntheticFrame) -> np.ndarray:
     """The frame's image (H, W, 3) RGB with its LiDAR points drawn on it, coloured by depth
-    (near blue to far red), projected with the ground-truth extrinsics."""
+    (near blue to far red), projected with the ground-truth extrinsics (and the lens)."""
     image = frame.render.image.copy()
     cam = sequence.camera
-    proj = project_points(frame.scan.points, sequence.T_cam_lidar, sequence.K,
-                          (cam.height, cam.width))
+    proj = project_points_with_camera(frame.scan.points, sequence.T_cam_lidar, cam.model)
     sel = np.flatnonzero(proj.in_image)
     sel = sel[np.argsort(-proj.depth[sel], kind="stable")]
     depth = proj.depth[sel]
@@ -166,7 +172,8 @@ def write_sequence(
         if i == 0:
             first = frame
     T_cam0_world = np.linalg.inv(poses[0])
-    write_text_atomic(seq_dir / "calib.txt", calib_text(sequence.K, sequence.T_cam_lidar))
+    write_text_atomic(seq_dir / "calib.txt", calib_text(sequence.K, sequence.T_cam_lidar,
+                                                        sequence.camera.distortion))
     write_text_atomic(
         seq_dir / "poses.txt", "".join(_row((T_cam0_world @ P)[:3]) + "\n" for P in poses)
     )
@@ -179,12 +186,39 @@ def write_sequence(
         _write_bev(preview_dir / f"{name}_bev.png", sequence, first,
                    [T_lidar0_world @ T for T in lidar_poses])
     LOG.info("wrote sequence %s: %d frames to %s", name, sequence.num_frames, seq_dir)
-    return {
+    stats = {
         "frames": sequence.num_frames,
         "points_per_frame_mean": float(np.mean(num_points)),
         "class_histogram": {str(k): v for k, v in sorted(histogram.items())},
         "T_cam_lidar": sequence.T_cam_lidar.tolist(),
         "ego_speed_mps": sequence.scene.ego_speed,
+    }
+    if sequence.look is not None:
+        stats["look"] = look_summary(sequence)
+    return stats
+
+
+def look_summary(sequence: SyntheticSequence) -> dict[str, Any]:
+    """What domain randomisation drew for `sequence` (metrics.json), JSON-ready."""
+    look = sequence.look
+    camera, lidar = look.camera, look.lidar
+    return {
+        "exposure_gain": camera.exposure_gain,
+        "white_balance": camera.white_balance.tolist(),
+        "shadow_strength": camera.shadow_strength,
+        "read_noise": camera.read_noise,
+        "shot_noise": camera.shot_noise,
+        "blur_sigma_px": camera.blur_sigma_px,
+        "vignetting": camera.vignetting,
+        "texture_contrast": camera.texture_contrast,
+        "distortion_plumb_bob": look.distortion.tolist(),
+        "sun_direction": look.sun_direction.tolist(),
+        "lidar_beams": lidar.num_beams,
+        "lidar_dropout": lidar.dropout,
+        "lidar_dark_dropout": lidar.dark_dropout,
+        "lidar_incidence_floor": lidar.incidence_floor,
+        "lidar_intensity_gamma": lidar.intensity_gamma,
+        "lidar_intensity_noise_std": lidar.intensity_noise_std,
     }
 
 
@@ -229,10 +263,14 @@ def write_dataset(
     else:
         results = [_write_one_sequence(job) for job in jobs]
     stats = {f"{s:02d}": result for s, result in enumerate(results)}
+    settings = dataclasses.asdict(config)
+    if not config.randomise.enabled:
+        # without randomisation, the same bytes as before the option existed
+        del settings["randomise"]
     metrics = {
         "generator": "nclr_core.data.synthetic",
         "seed": seed,
-        "config": dataclasses.asdict(config),
+        "config": settings,
         "sequences": stats,
     }
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
