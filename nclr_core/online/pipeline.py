@@ -31,7 +31,10 @@ The per-frame policy, pinned by tests (tests/online/test_online_pipeline.py):
 4. a per-frame stage's estimate is its window's robust weighted mean once it holds
    `min_frames` poses, with the covariance of that mean, never below the frames' own
    precision when they report one (guided: their mean covariance / inliers; one frame: its
-   own); the joint stage's is its solve over at least `min_frames` pooled frames;
+   own); a guided translation less precise than `guided.max_sigma_trans_m` on some axis is
+   not published: with a prior, its translation stays (warned; a single frame's translation
+   along the optical axis is about 15 cm uncertain, no better than a rough prior); the
+   joint stage's is its solve over at least `min_frames` pooled frames;
 5. the refine stage's estimate is its last solved refinement; with `refine` alone a frame's
    record says only that it joined the window (accepted, no per-frame pose);
 6. the pipeline's estimate is that of the last enabled stage that is solved.
@@ -51,6 +54,7 @@ import numpy as np
 
 from nclr_core.data.intensity import IntensityNormalizer
 from nclr_core.geometry.camera import CameraModel
+from nclr_core.geometry.se3 import make_transform
 from nclr_core.inference import CalibrationResult, Calibrator
 from nclr_core.online.guided import GuidedResult, GuidedSettings, match_guided
 from nclr_core.online.joint import JointSettings, solve_joint
@@ -175,10 +179,17 @@ class _WindowStage:
     the estimate claims no more than those frames' own precision: each axis' σ is at least
     that of their mean covariance divided by the inlier count (the frames taken as
     independent); one frame alone, whose spread measures nothing, gets its own covariance.
+
+    With `max_sigma_trans_m` and a `prior`, a translation less precise than that on some
+    axis is not published: the estimate keeps the prior's translation (with σ
+    `prior_sigma_trans_m` per axis) and says so in its warnings; its rotation stands.
     """
 
     name: str
     window: TemporalEstimator
+    max_sigma_trans_m: float | None = None
+    prior: np.ndarray | None = None
+    prior_sigma_trans_m: float = math.inf
     estimate: CalibrationEstimate = field(init=False)
     covariances: deque = field(init=False)
 
@@ -203,8 +214,24 @@ class _WindowStage:
         if all(c is not None for c in self.covariances):
             floor = np.mean(np.stack(self.covariances), axis=0) / aggregate.num_inliers
             pose = PoseEstimate(pose.T_cam_lidar, at_least(pose.covariance, floor))
-        self.estimate = CalibrationEstimate(True, pose, self.name, aggregate.num_inliers)
+        self.estimate = self._published(pose, aggregate.num_inliers)
         return True
+
+    def _published(self, pose: PoseEstimate, num_frames: int) -> CalibrationEstimate:
+        """The estimate of `pose`, its translation replaced by the prior's where it is too
+        imprecise to publish (see the class docstring)."""
+        sigma = float(pose.sigma_trans_m.max())
+        if self.max_sigma_trans_m is None or self.prior is None or \
+                sigma <= self.max_sigma_trans_m:
+            return CalibrationEstimate(True, pose, self.name, num_frames)
+        covariance = np.zeros((6, 6))
+        covariance[:3, :3] = pose.covariance[:3, :3]
+        covariance[3:, 3:] = np.eye(3) * self.prior_sigma_trans_m ** 2
+        kept = PoseEstimate(make_transform(pose.T_cam_lidar[:3, :3], self.prior[:3, 3]),
+                            covariance)
+        return CalibrationEstimate(True, kept, self.name, num_frames, warnings=(
+            f"translation kept from the prior: the estimate's sigma {sigma:.3f} m > "
+            f"{self.max_sigma_trans_m} m",))
 
 
 @dataclass(frozen=True)
@@ -251,13 +278,17 @@ class OnlineCalibration:
         """Forget every frame (e.g. after the sensors were moved)."""
         s = self.settings
         with_prior = self.prior is not None
+        bound = s.max_translation_from_prior_m
         self._windows = {name: _WindowStage(name, TemporalEstimator(
             window=s.window, min_frames=s.min_frames,
             outlier_rotation_deg=s.outlier_rotation_deg,
             outlier_translation_m=s.outlier_translation_m, T_init=self.prior,
             max_rotation_from_prior_deg=s.max_rotation_from_prior_deg if with_prior else None,
-            max_translation_from_prior_m=s.max_translation_from_prior_m if with_prior
-            else None)) for name in s.stages if name in PER_FRAME_STAGES}
+            max_translation_from_prior_m=bound if with_prior else None),
+            # the guided stage's own precision to stand alone; a prior bound is a 3σ bound
+            max_sigma_trans_m=s.guided.max_sigma_trans_m if name == "guided" else None,
+            prior=self.prior, prior_sigma_trans_m=math.inf if bound is None else bound / 3.0)
+            for name in s.stages if name in PER_FRAME_STAGES}
         self._pool: deque[FrameMatches] = deque(maxlen=s.joint_window)
         self._joint = CalibrationEstimate.unsolved("joint", "no frame pooled yet")
         self._refine_frames: deque[RefineFrame] = deque(maxlen=s.refine_window)

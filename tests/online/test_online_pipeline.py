@@ -179,3 +179,29 @@ def test_a_window_claims_no_more_than_its_frames_own_precision():
     for dx in rng.normal(0.0, 0.001, 30):
         spread_only.add(_shifted(dx), 100.0)
     assert spread_only.estimate.pose.sigma_trans_m[0] < 0.001
+
+
+def test_a_guided_translation_too_imprecise_to_publish_keeps_the_prior_translation():
+    from nclr_core.online.pipeline import _WindowStage
+    from nclr_core.temporal_estimator import TemporalEstimator
+
+    prior = prior_at_distance(T_TRUE, 10.0, 0.25, np.random.default_rng(0))
+    single_frame = np.diag([np.radians(0.3) ** 2] * 3 + [0.02 ** 2, 0.02 ** 2, 0.15 ** 2])
+    stage = _WindowStage("guided", TemporalEstimator(window=50, min_frames=1),
+                         max_sigma_trans_m=0.05, prior=prior, prior_sigma_trans_m=0.5 / 3)
+    assert stage.add(_shifted(0.1), 100.0, single_frame)
+    published = stage.estimate
+    np.testing.assert_allclose(published.T_cam_lidar[:3, :3], T_TRUE[:3, :3])  # rotation
+    np.testing.assert_array_equal(published.T_cam_lidar[:3, 3], prior[:3, 3])  # prior's t
+    assert np.allclose(published.pose.sigma_trans_m, 0.5 / 3)
+    assert np.allclose(published.pose.sigma_rot_deg, 0.3)
+    assert "translation kept from the prior" in published.warnings[0]
+    # precise enough (many frames): the estimated translation is published
+    for _ in range(99):
+        stage.add(_shifted(0.1), 100.0, single_frame)
+    assert np.allclose(stage.estimate.T_cam_lidar, _shifted(0.1)) and not stage.estimate.warnings
+    # without a prior there is nothing to keep: the estimate is published as it is
+    alone = _WindowStage("guided", TemporalEstimator(window=50, min_frames=1),
+                         max_sigma_trans_m=0.05)
+    alone.add(_shifted(0.1), 100.0, single_frame)
+    assert np.allclose(alone.estimate.T_cam_lidar, _shifted(0.1))
