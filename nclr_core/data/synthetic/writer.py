@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -258,7 +259,10 @@ def write_dataset(
             shutil.rmtree(seq_dir)
     jobs = [(out, seed, s, num_frames, config, preview) for s in range(num_sequences)]
     if workers > 1 and num_sequences > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, num_sequences)) as pool:
+        # spawned, not forked: a fork of a process whose threads hold locks (torch, Embree,
+        # DDS) can deadlock its child
+        with ProcessPoolExecutor(max_workers=min(workers, num_sequences),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_write_one_sequence, jobs))
     else:
         results = [_write_one_sequence(job) for job in jobs]
