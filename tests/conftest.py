@@ -1,11 +1,19 @@
 """Shared fixtures: paths to the real data samples beside the repository, the tiny calibration
-checkpoint, and the hypothesis profile of the fuzz tests."""
+checkpoint, the hypothesis profile of the fuzz tests, and one thread for all."""
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from hypothesis import settings
+# One thread for every test and the processes they start: multi-threaded CPU reductions are
+# not bit-reproducible (tests compare forwards exactly) and spconv runs 20-100x slower with
+# threads on a shared CPU. Set before torch is imported.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+torch.set_num_threads(1)
 
 # Property-based tests: the same examples on every run (derandomized, no example database),
 # no per-example deadline on a shared machine. HYPOTHESIS_PROFILE=explore draws new random

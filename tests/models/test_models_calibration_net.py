@@ -124,16 +124,6 @@ def test_forward_backward_all_parameters_get_gradients():
     assert _params_without_grad(model) == []
 
 
-@pytest.fixture
-def one_thread():
-    """The twins' forwards compared exactly: multi-threaded CPU reductions are not
-    bit-reproducible, so these tests run torch (and spconv) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _twins(**switches) -> tuple[CalibrationNet, CalibrationNet]:
     """The default tiny model (pose gate off) and the one with `switches`, every weight they
     both have equal (the ablated model's are a subset)."""
@@ -154,7 +144,7 @@ def _weighted(out: dict, model: CalibrationNet, terms: tuple[str, ...]) -> torch
     return sum(model.loss_weights[t] * out[f"loss_{t}"] for t in terms)
 
 
-def test_ablation_cosine_similarity_fixes_w_f_to_the_identity(one_thread):
+def test_ablation_cosine_similarity_fixes_w_f_to_the_identity():
     base, cosine = _twins(similarity="cosine")
     assert [n for n, _ in base.named_parameters() if n.startswith("alignment.")]
     assert not [n for n, _ in cosine.named_parameters() if n.startswith("alignment.")]
@@ -174,7 +164,7 @@ def test_ablation_cosine_similarity_fixes_w_f_to_the_identity(one_thread):
     assert abs(float(moved - cosine_loss)) > 1e-3
 
 
-def test_ablation_hard_matching_puts_every_match_on_a_cell_centre(one_thread):
+def test_ablation_hard_matching_puts_every_match_on_a_cell_centre():
     base, hard = _twins(matching="hard")
     centres = cell_centers(H // STRIDE, W // STRIDE, STRIDE, convention=hard.cell_convention)
     batch = _batch()
@@ -194,7 +184,7 @@ def test_ablation_hard_matching_puts_every_match_on_a_cell_centre(one_thread):
     torch.testing.assert_close(soft["loss"], hard_out["loss"])  # matching is not in L_f, L_o
 
 
-def test_ablation_without_overlap_drops_the_heads_the_scores_and_l_o(one_thread):
+def test_ablation_without_overlap_drops_the_heads_the_scores_and_l_o():
     base, plain = _twins(use_overlap=False)
     assert any(n.startswith("point_overlap_head.") for n, _ in base.named_parameters())
     assert not any(n.startswith(("point_overlap_head.", "image_overlap_head."))
@@ -213,7 +203,7 @@ def test_ablation_without_overlap_drops_the_heads_the_scores_and_l_o(one_thread)
         assert m["point_index"].numel() and bool(((m["weights"] > 0) & (m["weights"] <= 1)).all())
 
 
-def test_ablation_without_pose_loss_has_no_pose_term_even_when_enabled(one_thread):
+def test_ablation_without_pose_loss_has_no_pose_term_even_when_enabled():
     base, no_pose = _twins(use_pose_loss=False)
     batch = _batch()
     with_pose = _forward(base, batch, pose_loss_enabled=True)
