@@ -21,13 +21,14 @@ import importlib.util
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from nclr_ros.node_process import stop_node_process
 
 NODE = "nclr_calibration"
 INPUT_RATE_HZ = 10.0
@@ -242,12 +243,7 @@ def _run(stages: str, quick: bool, synthetic_root: Path) -> dict[str, Any]:
                      str(synthetic_root), str(seconds), str(INPUT_RATE_HZ), str(timeout_s)],
                     env=env, capture_output=True, text=True, timeout=timeout_s + 60, cwd=REPO)
             finally:
-                node.send_signal(signal.SIGINT)
-                try:
-                    node.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    node.kill()
-                    node.wait()
+                stop_node_process(node, 30.0)
         if driver.returncode != 0:
             raise RuntimeError(f"node benchmark driver failed: {driver.stderr[-2000:]}\n"
                                f"node log: {log_path.read_text()[-2000:]}")

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
 from benchmarks.bench_node import frame_messages  # noqa: E402
 from benchmarks.inputs import write_synthetic  # noqa: E402
 from benchmarks.recorded import record  # noqa: E402
+from nclr_ros.node_process import stop_node_process  # noqa: E402
 
 NODE = "nclr_calibration"
 RATE_HZ = 10.0
@@ -197,12 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as err:
                 raise RuntimeError(f"{err}\nnode log: {log_path.read_text()[-3000:]}") from err
             finally:
-                node.send_signal(signal.SIGINT)
-                try:
-                    node.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    node.kill()
-                    node.wait()
+                stop_node_process(node, 60.0)
         result["node_exit_status"] = node.returncode
         result["node_log_tail"] = log_path.read_text()[-1500:]
     w, h = result["image_wh"]

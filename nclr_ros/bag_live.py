@@ -26,6 +26,7 @@ from nclr_core.geometry.se3 import (
 from nclr_core.online.records import FrameRecord
 from nclr_ros.bag_report import Pass
 from nclr_ros.calibration_parameters import NODE_NAME, STATUS_SUFFIX
+from nclr_ros.node_process import stop_node_process
 
 if TYPE_CHECKING:
     from nclr_ros.bag_eval import EvalOptions
@@ -198,16 +199,6 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(2)  # SIGINT: the node stops its worker and exits
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def run_live(bag: Path, frames: BagFrames, options: EvalOptions, params: dict[str, Any],
              prior: np.ndarray | None) -> Pass:
     """Play the bag into the node in lock-step and record its per-pair estimates."""
@@ -238,7 +229,7 @@ def run_live(bag: Path, frames: BagFrames, options: EvalOptions, params: dict[st
         finally:
             session.close()
     finally:
-        _stop(process)
+        stop_node_process(process)
     diag = session.diagnostics or {}
     counts = {"pairs": session.count("pairs_received"),
               "processed": session.count("pairs_processed"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 from nclr_core.data.rosbag.messages import BagError
 from nclr_core.data.rosbag.reader import iter_raw, open_bag, topic_types
 from nclr_ros.dds_profile import apply_default_profile
+from nclr_ros.node_process import stop_node_process
 
 NODE_NAME = "nclr_segmentation"
 POINTS_TOPIC = "/lidar/points"
@@ -74,16 +74,6 @@ def count_clouds(bag: str | Path, topic: str) -> int:
             raise BagError(f"{bag}: no {POINTCLOUD2} topic {topic!r}; topics: "
                            f"{', '.join(sorted(types)) or 'none'}")
         return sum(1 for _ in iter_raw(reader, bag, [topic]))
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def segment_bag_live(bag: str | Path, options: SegmentOptions) -> SegmentRun:
@@ -186,8 +176,8 @@ def segment_bag_live(bag: str | Path, options: SegmentOptions) -> SegmentRun:
         listener.destroy_node()
     finally:
         if player is not None:
-            _stop(player)
-        _stop(node)
+            stop_node_process(player)
+        stop_node_process(node)
         rclpy.shutdown(context=context)
         if log is not subprocess.DEVNULL:
             log.close()
