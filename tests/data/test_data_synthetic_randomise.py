@@ -23,6 +23,7 @@ from nclr_core.data.synthetic.materials import MATERIAL_REFLECTIVITY, MATERIALS,
 from nclr_core.data.synthetic.randomise import (
     CameraLook,
     RandomiseConfig,
+    auto_exposure_gain,
     draw_look,
     expose,
     radial_fold,
@@ -114,7 +115,8 @@ def test_draws_stay_within_their_ranges_and_cover_every_beam_choice():
     assert {look.lidar.num_beams for look in looks} == {32, 64, 128}
     for look in looks:
         c = look.camera
-        assert 0.5 <= c.exposure_gain <= 2.0 and c.white_balance[1] == 1.0
+        assert 0.32 <= c.exposure_level <= 0.48 and 1.0 <= c.response_gamma <= 2.2
+        assert c.white_balance[1] == 1.0
         assert np.all((c.white_balance >= 0.85) & (c.white_balance <= 1.15))
         assert 0.4 <= c.shadow_strength <= 1.0 and 0.0 <= c.vignetting <= 0.4
         k1, k2, p1, p2, k3 = look.distortion
@@ -128,8 +130,8 @@ def test_draws_stay_within_their_ranges_and_cover_every_beam_choice():
         assert c.material_gain.shape == (len(MATERIALS), 3)
     with pytest.raises(ValueError, match="randomise.beams"):
         RandomiseConfig(beams=(40,))
-    with pytest.raises(ValueError, match="randomise.exposure_ev"):
-        RandomiseConfig(exposure_ev=(1.0, -1.0))
+    with pytest.raises(ValueError, match="randomise.response_gamma"):
+        RandomiseConfig(response_gamma=(2.2, 1.0))
 
 
 def test_a_randomised_sequence_uses_its_draws(randomised):
@@ -164,10 +166,12 @@ def test_vignetting_darkens_the_corners_relative_to_the_centre(randomised):
 def test_exposure_white_balance_blur_and_noise_do_what_they_say(randomised):
     sequence, _ = randomised
     K = sequence.K
-    look = _quiet(sequence.look.camera, vignetting=0.0, exposure_gain=1.5,
+    look = _quiet(sequence.look.camera, vignetting=0.0, exposure_level=0.4, response_gamma=1.0,
                   white_balance=np.array([1.1, 1.0, 0.9]))
-    out = expose(np.full((20, 30, 3), 0.4), look, K)
-    np.testing.assert_allclose(out[5, 5], 0.4 * 1.5 * np.array([1.1, 1.0, 0.9]))
+    out = expose(np.full((20, 30, 3), 0.05), look, K)
+    # the auto-exposure brings the mean output level to 0.4 whatever the scene's radiance
+    assert out.mean() == pytest.approx(0.4, rel=1e-4)
+    np.testing.assert_allclose(out[5, 5] / out[5, 5, 1], [1.1, 1.0, 0.9])
     step = np.zeros((20, 30, 3))
     step[:, 15:] = 1.0
     sharp = expose(step, look, K)
@@ -182,14 +186,32 @@ def test_exposure_white_balance_blur_and_noise_do_what_they_say(randomised):
         assert values.mean() == pytest.approx(level, abs=0.1)
 
 
+def test_auto_exposure_holds_the_level_and_a_linear_response_deepens_shadows(randomised):
+    sequence, _ = randomised
+    looks = {(level, gamma): _quiet(sequence.look.camera, vignetting=0.0, exposure_level=level,
+                                    response_gamma=gamma)
+             for level in (0.3, 0.45) for gamma in (1.0, 2.2)}
+    images = {key: _render(sequence, look).image.astype(float) / 255.0
+              for key, look in looks.items()}
+    for (level, _), image in images.items():
+        assert image.mean() == pytest.approx(level, abs=0.01)
+    for level in (0.3, 0.45):
+        linear, display = images[(level, 1.0)], images[(level, 2.2)]
+        assert np.percentile(linear, 10) < 0.7 * np.percentile(display, 10)
+        assert linear.std() > display.std()
+    with pytest.raises(ValueError, match="auto-exposure level"):
+        auto_exposure_gain(np.ones((4, 4, 3)), 1.0, 2.2)
+
+
 def test_shadow_strength_decides_how_dark_shadows_are(randomised):
     sequence, _ = randomised
     hard = _render(sequence, _quiet(sequence.look.camera, shadow_strength=1.0)).image
     none = _render(sequence, _quiet(sequence.look.camera, shadow_strength=0.0)).image
     diff = (none.astype(int) - hard.astype(int)).max(axis=2)
-    assert diff.min() >= 0  # only shadowed surfaces change, and only get brighter
-    changed = diff > 0
-    assert changed.mean() > 0.01 and np.median(diff[changed]) > 20
+    # shadowed surfaces brighten; the rest darkens a little as the auto-exposure compensates
+    brightened = diff > 10
+    assert brightened.mean() > 0.01 and np.median(diff[brightened]) > 20
+    assert np.median(diff) <= 0 and -diff.min() < 0.5 * np.median(diff[brightened])
 
 
 def test_materials_and_textures_vary_per_look():
@@ -198,7 +220,7 @@ def test_materials_and_textures_vary_per_look():
     textured = base * np.array([[0.8], [1.2], [1.0], [0.9]])
     material = np.array([0, 0, 5, 5])
     gain = np.ones((len(MATERIALS), 3))
-    look = CameraLook(1.0, np.ones(3), 1.0, 0.0, 0.0, 0.0, 0.0, gain, 1.0)
+    look = CameraLook(0.4, 2.2, np.ones(3), 1.0, 0.0, 0.0, 0.0, 0.0, gain, 1.0)
     np.testing.assert_allclose(vary_materials(textured, base, material, look), textured)
     flat = vary_materials(textured, base, material, dataclasses.replace(look,
                                                                         texture_contrast=0.0))

@@ -137,9 +137,11 @@ def render_camera(
     haze = 1.0 - np.exp(-hits.distance[idx] / lighting.haze_distance)
     radiance[idx] = lit * (1.0 - haze[:, None]) + haze[:, None] * np.array(lighting.sky_horizon)
 
+    gamma = 2.2
     if look is not None:
         radiance = expose(radiance.reshape(H, W, 3), look, camera.K).reshape(-1, 3)
-    srgb = np.power(np.clip(radiance, 0.0, 1.0).astype(np.float32), np.float32(1.0 / 2.2))
+        gamma = look.response_gamma
+    srgb = np.power(np.clip(radiance, 0.0, 1.0).astype(np.float32), np.float32(1.0 / gamma))
     srgb *= np.float32(255.0)
     if look is None:
         srgb += rng.standard_normal(srgb.shape, dtype=np.float32) * np.float32(noise_std)

@@ -7,7 +7,9 @@ ranges (the `RandomiseConfig` defaults) come from what real driving rigs show, n
 fitting any data set:
 
 - cameras of driving data sets (KITTI's Flea2, nuScenes' and typical automotive cameras)
-  auto-expose to within about one stop of mid grey, keep a white-balance residual of ten to
+  auto-expose every frame so that its mean output level sits near a third to a half of full
+  scale, encode either linearly (machine-vision cameras such as the Flea2: dark shadows,
+  a saturated sky) or with a display gamma of up to 2.2, keep a white-balance residual of ten to
   fifteen per cent per channel, lose 0-40 % of the light towards the image corners, are soft
   by up to about a pixel and show read plus shot noise of a few 8-bit levels;
 - their lenses distort barrel-wise by up to k1 of about -0.3 (KITTI raw camera 2:
@@ -35,7 +37,9 @@ BLUR_REFERENCE_WIDTH = 1242
 class RandomiseConfig:
     """Domain randomisation settings; (low, high) pairs are drawn uniformly per sequence.
 
-    Camera: `exposure_ev` (stops), `white_balance_gain` (red and blue gain relative to
+    Camera: `auto_exposure_level` (the mean output level, share of full scale, that the
+    auto-exposure holds each frame at), `response_gamma` (encoding exponent: 1 linear, 2.2
+    sRGB-like), `white_balance_gain` (red and blue gain relative to
     green), `sun_elevation_deg`, `shadow_strength` (share of the sun's light a shadow
     removes), `read_noise_levels` / `shot_noise_levels` (noise std in 8-bit levels; shot noise
     at full scale), `blur_sigma_px` (at a 1242-pixel-wide image, scaled with the width),
@@ -48,7 +52,8 @@ class RandomiseConfig:
     """
 
     enabled: bool = False
-    exposure_ev: Range = (-1.0, 1.0)
+    auto_exposure_level: Range = (0.32, 0.48)
+    response_gamma: Range = (1.0, 2.2)
     white_balance_gain: Range = (0.85, 1.15)
     sun_elevation_deg: Range = (8.0, 75.0)
     shadow_strength: Range = (0.4, 1.0)
@@ -91,13 +96,16 @@ class RandomiseConfig:
 class CameraLook:
     """One sequence's camera appearance.
 
-    exposure_gain, white_balance (3,) RGB gains and vignetting act on linear radiance;
+    exposure_level: the mean encoded output level in [0, 1] the auto-exposure holds each
+    frame at; response_gamma: the encoding exponent (output = linear ** (1 / gamma));
+    white_balance (3,) RGB gains and vignetting act on linear radiance;
     shadow_strength in [0, 1] (1: no sun light in shadow); read_noise / shot_noise in 8-bit
     levels; blur_sigma_px at this image's size; material_gain (num materials, 3) multiplies
     each material's albedo, texture_contrast scales its texture around the base colour.
     """
 
-    exposure_gain: float
+    exposure_level: float
+    response_gamma: float
     white_balance: np.ndarray
     shadow_strength: float
     read_noise: float
@@ -205,7 +213,8 @@ def draw_look(rng: np.random.Generator, config: RandomiseConfig, K: np.ndarray, 
               height: int) -> SensorLook:
     """One sequence's sensors for a camera of intrinsics K (3, 3) and size width x height."""
     camera = CameraLook(
-        exposure_gain=float(2.0 ** _uniform(rng, config.exposure_ev)),
+        exposure_level=_uniform(rng, config.auto_exposure_level),
+        response_gamma=_uniform(rng, config.response_gamma),
         white_balance=draw_white_balance(rng, config.white_balance_gain),
         shadow_strength=_uniform(rng, config.shadow_strength),
         read_noise=_uniform(rng, config.read_noise_levels),
@@ -241,16 +250,37 @@ def vignetting_gain(width: int, height: int, K: np.ndarray, strength: float) -> 
     return 1.0 - strength * r2 / r2_corner
 
 
+def auto_exposure_gain(linear: np.ndarray, level: float, gamma: float) -> float:
+    """The gain g for which the frame's mean encoded level, mean(clip(g * linear, 0, 1) **
+    (1 / gamma)) over pixels and channels, equals `level` in (0, 1): the metering of an
+    auto-exposure loop on linear values (H, W, 3). Bisection on log2 g within +-16 stops
+    (the mean is non-decreasing in g), metered on every second pixel of every second row."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"auto-exposure level must lie in (0, 1), got {level}")
+    metered = np.clip(linear[::2, ::2], 0.0, None).astype(np.float32)
+    low, high = -16.0, 16.0
+    for _ in range(40):
+        middle = 0.5 * (low + high)
+        encoded = np.power(np.minimum(metered * np.float32(2.0**middle), 1.0), 1.0 / gamma)
+        if encoded.mean() < level:
+            low = middle
+        else:
+            high = middle
+    return float(2.0 ** (0.5 * (low + high)))
+
+
 def expose(radiance: np.ndarray, look: CameraLook, K: np.ndarray) -> np.ndarray:
     """What reaches the sensor: linear radiance (H, W, 3) blurred by the lens (Gaussian,
-    `look.blur_sigma_px`), darkened towards the corners (`vignetting_gain`) and scaled by the
-    exposure gain and the white-balance gains; linear, unclipped (H, W, 3)."""
+    `look.blur_sigma_px`), darkened towards the corners (`vignetting_gain`), white-balanced
+    and scaled by the frame's auto-exposure gain (`auto_exposure_gain` for the look's level
+    and response); linear, unclipped (H, W, 3), to be encoded with `look.response_gamma`."""
     height, width = radiance.shape[:2]
     out = radiance
     if look.blur_sigma_px > 0.0:
         out = cv2.GaussianBlur(out, (0, 0), look.blur_sigma_px, borderType=cv2.BORDER_REFLECT)
     out = out * vignetting_gain(width, height, K, look.vignetting)[:, :, None]
-    return out * (look.exposure_gain * look.white_balance)
+    out = out * look.white_balance
+    return out * auto_exposure_gain(out, look.exposure_level, look.response_gamma)
 
 
 def sensor_noise(levels: np.ndarray, look: CameraLook, rng: np.random.Generator) -> np.ndarray:

@@ -204,7 +204,8 @@ def look_summary(sequence: SyntheticSequence) -> dict[str, Any]:
     look = sequence.look
     camera, lidar = look.camera, look.lidar
     return {
-        "exposure_gain": camera.exposure_gain,
+        "auto_exposure_level": camera.exposure_level,
+        "response_gamma": camera.response_gamma,
         "white_balance": camera.white_balance.tolist(),
         "shadow_strength": camera.shadow_strength,
         "read_noise": camera.read_noise,
