@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,12 +34,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: make `benchmarks.*` importable
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_node import frame_messages  # noqa: E402
 from benchmarks.inputs import write_synthetic  # noqa: E402
+from benchmarks.node_driver import (  # noqa: E402
+    NodeDriver,
+    calibration_node,
+    frame_messages,
+    node_environment,
+)
 from benchmarks.recorded import record  # noqa: E402
-from nclr_ros.node_process import stop_node_process  # noqa: E402
 
-NODE = "nclr_calibration"
 RATE_HZ = 10.0
 FRAMES = 4
 GROWTH_LIMIT = 0.05
@@ -64,45 +65,13 @@ def _sum(values: dict[str, str], prefix: str) -> int:
 def soak(node_pid_file: Path, synthetic_root: Path, duration_s: float, pairs: int | None,
          sample_s: float, warmup_s: float) -> dict[str, Any]:
     """Feed the node, sample its RSS, report (runs in this process, the node in another)."""
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
     from nclr_core.data.semantickitti import SemanticKittiDataset
-    from nclr_ros.dds_profile import apply_default_profile
 
     reader = SemanticKittiDataset(synthetic_root, sequences=("00",))
-    messages = frame_messages([reader[i] for i in range(min(FRAMES, len(reader)))])
-    apply_default_profile()
-    rclpy.init()
-    node = rclpy.create_node("nclr_soak_driver")
-    pubs = (node.create_publisher(CameraInfo, "camera_info", qos_profile_sensor_data),
-            node.create_publisher(Image, "image", qos_profile_sensor_data),
-            node.create_publisher(PointCloud2, "points", qos_profile_sensor_data))
-    latest: dict[str, Any] = {"values": {}, "at": 0.0}
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith(NODE):
-                latest["values"] = {kv.key: kv.value for kv in status.values}
-                latest["at"] = time.monotonic()
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-
-    def spin_until(condition, limit_s: float) -> bool:
-        end = time.monotonic() + limit_s
-        while time.monotonic() < end:
-            if condition():
-                return True
-            rclpy.spin_once(node, timeout_sec=0.02)
-        return condition()
-
-    def count(key: str) -> int:
-        return int(latest["values"].get(key, 0))
-
-    if not spin_until(lambda: min(p.get_subscription_count() for p in pubs) > 0
-                      and latest["at"] > 0, 120.0):
+    driver = NodeDriver("nclr_soak_driver",
+                        frame_messages([reader[i] for i in range(min(FRAMES, len(reader)))]))
+    count = driver.count
+    if not driver.spin_until(driver.connected, 120.0):
         raise RuntimeError("the node's subscriptions or diagnostics never appeared")
     pid = int(node_pid_file.read_text())
     total = pairs if pairs is not None else int(round(duration_s * RATE_HZ))
@@ -112,12 +81,9 @@ def soak(node_pid_file: Path, synthetic_root: Path, duration_s: float, pairs: in
     next_sample = t0
     for i in range(total):
         due = t0 + i / RATE_HZ
-        spin_until(lambda due=due: time.monotonic() >= due, max(0.0, due - time.monotonic()))
-        info, image, cloud = messages[i % len(messages)]
-        stamp = node.get_clock().now().to_msg()
-        for msg, pub in zip((info, image, cloud), pubs, strict=True):
-            msg.header.stamp = stamp
-            pub.publish(msg)
+        driver.spin_until(lambda due=due: time.monotonic() >= due,
+                          max(0.0, due - time.monotonic()))
+        driver.publish(i)
         now = time.monotonic()
         processed = count("pairs_processed")
         if processed != last_processed or last_change is None:
@@ -131,12 +97,11 @@ def soak(node_pid_file: Path, synthetic_root: Path, duration_s: float, pairs: in
     if last_change is not None:
         longest_gap = max(longest_gap, time.monotonic() - last_change)
     t_end = time.monotonic()
-    idle = spin_until(lambda: latest["at"] > t_end + 1.0 and count("pairs_pending") == 0
-                      and count("pairs_in_progress") == 0, DRAIN_TIMEOUT_S)
+    idle = driver.spin_until(lambda: driver.idle_since(t_end + 1.0), DRAIN_TIMEOUT_S)
     samples.append([time.monotonic() - t0, rss_mib(pid), count("pairs_processed")])
-    values = dict(latest["values"])
-    node.destroy_node()
-    rclpy.shutdown()
+    values = dict(driver.values)
+    info, image, cloud = driver.messages[0]
+    driver.close()
 
     after = [s[1] for s in samples if s[0] >= warmup_s]
     tenth = max(1, len(after) // 10)
@@ -162,8 +127,8 @@ def soak(node_pid_file: Path, synthetic_root: Path, duration_s: float, pairs: in
         "passed": bool(growth < GROWTH_LIMIT and idle and worker_errors == 0
                        and longest_gap <= STUCK_LIMIT_S),
         "load_average_1_5_15min": list(os.getloadavg()), "niceness": os.nice(0),
-        "image_wh": [int(messages[0][1].width), int(messages[0][1].height)],
-        "points_per_cloud": int(messages[0][2].width * messages[0][2].height),
+        "image_wh": [int(image.width), int(image.height)],
+        "points_per_cloud": int(cloud.width * cloud.height),
     }
 
 
@@ -174,30 +139,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nclr_soak_") as tmp:
         tmp_path = Path(tmp)
         synthetic = args.synthetic or write_synthetic(tmp_path / "synthetic", FRAMES)
-        env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(221, 230)),
-                   RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
-                   ROS_HOME=str(tmp_path / "ros_home"),
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
-                                                            os.environ.get("PYTHONPATH")])))
+        env = node_environment((221, 230), ROS_HOME=str(tmp_path / "ros_home"))
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "RMW_IMPLEMENTATION")})
         params = {"save_on_shutdown": "false", "diagnostics_period_s": "1.0"}
         if args.model is not None:
             params["model_path"] = str(args.model)
-        ros_args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
         log_path = tmp_path / "node.log"
         pid_file = tmp_path / "node.pid"
-        with open(log_path, "w") as log:
-            node = subprocess.Popen(
-                [sys.executable, "-m", "nclr_ros.calibration_node", "--ros-args", *ros_args],
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        with calibration_node(params, env, log_path, tmp_path, 60.0) as node:
             pid_file.write_text(str(node.pid))
             try:
                 result = soak(pid_file, Path(synthetic), duration_s, args.pairs, args.sample_s,
                               warmup_s)
             except Exception as err:
                 raise RuntimeError(f"{err}\nnode log: {log_path.read_text()[-3000:]}") from err
-            finally:
-                stop_node_process(node, 60.0)
         result["node_exit_status"] = node.returncode
         result["node_log_tail"] = log_path.read_text()[-1500:]
     w, h = result["image_wh"]
