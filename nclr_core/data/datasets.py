@@ -199,6 +199,19 @@ def build_pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
     version but the `val_split` ones.
     """
     check_splits(cfg)
+    return _pair_dataset(cfg, train, seed)
+
+
+def build_pair_datasets(cfg: DataConfig, seed: int, validation: bool = True
+                        ) -> tuple[PairDataset, PairDataset | None]:
+    """The training pairs and (when `validation`) the validation pairs, as
+    `build_pair_dataset` builds them, with the splits checked once."""
+    check_splits(cfg)
+    return (_pair_dataset(cfg, True, seed),
+            _pair_dataset(cfg, False, seed) if validation else None)
+
+
+def _pair_dataset(cfg: DataConfig, train: bool, seed: int) -> PairDataset:
     exclude = (cfg.val_split if cfg.dataset == "nuscenes" and train and not cfg.train_split
                else None)
     max_frames = None if train else cfg.val_max_frames

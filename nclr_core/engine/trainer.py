@@ -28,7 +28,7 @@ from torch.utils.tensorboard import SummaryWriter
 from nclr_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from nclr_core.config import ConfigError, apply_overrides, from_dict, save_config, to_dict
 from nclr_core.data.collate import collate_pairs
-from nclr_core.data.datasets import PairDataset, build_pair_dataset
+from nclr_core.data.datasets import PairDataset, build_pair_datasets
 from nclr_core.engine.distributed import DistInfo, barrier, init_distributed
 from nclr_core.engine.evaluation import evaluate_pretext
 from nclr_core.engine.metrics_file import write_metrics_json
@@ -145,8 +145,7 @@ def pretrain(cfg: PretrainConfig, resume: str | Path | None = None,
     if cfg.train.init_weights:
         fresh = _load_initial_weights(model, cfg.train.init_weights, load=checkpoint is None)
     setup_logging(None, dist.rank)  # the console until the run folder holds train.log
-    train_set = build_pair_dataset(cfg.data, train=True, seed=cfg.seed)
-    val_set = build_pair_dataset(cfg.data, train=False, seed=cfg.seed) if dist.is_main else None
+    train_set, val_set = build_pair_datasets(cfg.data, cfg.seed, validation=dist.is_main)
     run_dir = Path(resume).resolve().parents[1] if resume else None
     if dist.is_main and run_dir is None:
         run_dir = create_run_dir(cfg.output_root, cfg.name)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from nclr_core.config import ConfigError
+from nclr_core.data import datasets
 from nclr_core.data.config import DataConfig
-from nclr_core.data.datasets import build_pair_dataset, check_splits
+from nclr_core.data.datasets import build_pair_dataset, build_pair_datasets, check_splits
 from nclr_core.data.files import DataFormatError
 from nclr_core.data.nuscenes import NuScenesDataset, nuscenes_T_cam_lidar, resolve_scenes
 from nclr_core.geometry.se3 import (
@@ -287,3 +288,15 @@ def test_pretrain_refuses_nuscenes_without_held_out_scenes(
     assert err.startswith("pretrain.py: error: ") and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
     assert not (tmp_path / "runs").exists()  # refused before a run folder is made
+
+
+def test_both_pair_datasets_are_built_with_one_check_of_the_splits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_scene_tables(tmp_path, SCENES)
+    data = _nuscenes_data(tmp_path, train_split=[], val_split=["scene-0103"])
+    checks = []
+    monkeypatch.setattr(datasets, "check_splits", lambda cfg: checks.append(cfg))
+    train, val = build_pair_datasets(data, seed=0)
+    assert (len(train), len(val), len(checks)) == (5, 1, 1)
+    train, val = build_pair_datasets(data, seed=0, validation=False)
+    assert (len(train), val, len(checks)) == (5, None, 2)
