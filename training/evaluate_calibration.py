@@ -19,7 +19,10 @@ degrees and --prior-m metres from the truth, over windows of frames (each frame 
 with --group-by-calibration the frames sharing a calibration together;
 `nclr_core.engine.online_eval`). A refused estimate leaves the prior in place.
 The image size, point range and point cap come from the checkpoint's config; --data,
---dataset and --split replace its data source.
+--dataset and --split replace its data source. With `--dataset rosbag`, --data is a bag or a
+folder of bags and --split names the bags evaluated (whole, by folder name); the truth is
+each bag's /tf_static chain, or --calibration FILE (a YAML/JSON calibration the node or
+`nclr-bag calibrate` wrote) when the bag has none.
 
 `--baseline cosine_hard` evaluates the CorrI2P recipe on the same frames: the same weights
 with the similarity W_f = I (cosine) and hard arg-max matching, then RANSAC-PnP.
@@ -60,6 +63,7 @@ from nclr_core.config import ConfigError
 from nclr_core.data.collate import batch_to, collate_pairs
 from nclr_core.data.config import DataConfig
 from nclr_core.data.datasets import PairDataset, build_reader, pair_transform
+from nclr_core.data.rosbag.messages import BagError
 from nclr_core.engine.calibration_eval import (
     REGIMES,
     correspondence_similarities,
@@ -93,7 +97,8 @@ log = logging.getLogger("nclr.evaluate_calibration")
 METHOD = "nclr"
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "nclr_synthetic.pt"
 BASELINE = "baseline_cosine_hard"
-DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes", "nuscenes_keyframe")
+DATASETS = ("synthetic", "semantickitti", "kitti_object", "nuscenes", "nuscenes_keyframe",
+            "rosbag")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -106,7 +111,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=DATASETS,
                         help="reader (default: the checkpoint's data.dataset)")
     parser.add_argument("--split", required=True, nargs="+",
-                        help="sequences / split names / nuScenes scene names or tokens")
+                        help="sequences / split names / nuScenes scene names or tokens / "
+                        "bag folder names")
+    parser.add_argument("--calibration",
+                        help="--dataset rosbag: the reference calibration file (YAML/JSON) "
+                        "instead of the bags' /tf_static")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--regime", choices=(*REGIMES, "both"), default="both")
     parser.add_argument("--baseline", choices=("cosine_hard",),
@@ -157,6 +166,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if args.regime != "online" or args.baseline or args.untrained or args.dataset is None:
             parser.error(f"--checkpoint {NO_CHECKPOINT} evaluates the online regime only "
                          "(--regime online, no --baseline or --untrained) and needs --dataset")
+    if args.calibration is not None and args.dataset != "rosbag":
+        parser.error("--calibration is for --dataset rosbag (other data sets carry their own)")
     if min(args.priors_per_frame, args.priors_per_window or 1, args.window_frames or 1) < 1:
         parser.error("--priors-per-frame, --priors-per-window and --window-frames must be at "
                      "least 1")
@@ -169,9 +180,19 @@ def _config(checkpoint: dict, args: argparse.Namespace) -> PretrainConfig:
         raise CheckpointError(f"{args.checkpoint}: no 'config' and 'model' (not a "
                               "pre-training checkpoint)")
     cfg = config_from_checkpoint(checkpoint, [])
-    data = dataclasses.replace(cfg.data, root=args.data, val_split=list(args.split),
-                               dataset=args.dataset or cfg.data.dataset)
-    return dataclasses.replace(cfg, data=data)
+    return dataclasses.replace(cfg, data=_data_source(cfg.data, args))
+
+
+def _data_source(data: DataConfig, args: argparse.Namespace) -> DataConfig:
+    """`data` reading the command line's frames: --data, --dataset, --split and (rosbag)
+    --calibration; a calibration the training run was given never carries over."""
+    dataset = args.dataset or data.dataset
+    rosbag = data.rosbag
+    if dataset == "rosbag":  # the named bags whole, as a validation part
+        rosbag = dataclasses.replace(rosbag, train_bags=[], val_bags=list(args.split))
+    return dataclasses.replace(data, root=args.data, val_split=list(args.split),
+                               dataset=dataset, rosbag=rosbag, calibration=args.calibration,
+                               T_cam_lidar=None)
 
 
 def _models(cfg: PretrainConfig, state: dict, args: argparse.Namespace
@@ -321,8 +342,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         device = torch.device("cpu")
     if args.checkpoint == NO_CHECKPOINT:
         checkpoint: dict[str, Any] = {}
-        cfg = PretrainConfig(data=DataConfig(dataset=args.dataset, root=args.data,
-                                             val_split=list(args.split)))
+        cfg = PretrainConfig(data=_data_source(DataConfig(), args))
         models: dict[str, CalibrationNet | None] = {METHOD: None}
     else:
         checkpoint = load_checkpoint(args.checkpoint)
@@ -389,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "training/evaluate_calibration.py", *argv])
     try:
         metrics = run(args, command)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (BagError, CheckpointError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"evaluate_calibration.py: error: {err}", file=sys.stderr)
         return 2
     if "registration" in metrics:

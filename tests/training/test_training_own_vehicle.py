@@ -1,6 +1,8 @@
 """README "Your own vehicle, end to end" on a small synthetic bag: a rough prior -> the refine
 stage calibrates the bag -> pre-training on the same bag with that calibration -> the
-exported checkpoint runs in the node's pipeline (`nclr-bag calibrate --checkpoint`)."""
+exported checkpoint runs in the node's pipeline (`nclr-bag calibrate --checkpoint`) and is
+evaluated on the bag (`evaluate_calibration.py --dataset rosbag`)."""
+import json
 import os
 import subprocess
 import sys
@@ -85,3 +87,16 @@ def test_rough_prior_to_calibration_to_pretraining_to_the_node(tmp_path):
     assert again.frame_count > 0
     assert pose_errors(again.T_cam_lidar, truth)["rre_geodesic_deg"] < before[
         "rre_geodesic_deg"] / 4
+
+    # 5. the vehicle's checkpoint evaluated on its bag against the calibration of step 2
+    out = tmp_path / "eval"
+    evaluate = [REPO / "training" / "evaluate_calibration.py", "--checkpoint", model,
+                "--dataset", "rosbag", "--data", bag, "--split", bag.name, "--calibration",
+                calibration, "--regime", "registration", "--max-frames", "2", "--out", out]
+    _run(evaluate, tmp_path, env)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["split"]) == ("rosbag", [bag.name])
+    assert metrics["registration"]["num_frames"] == 2
+    wrong = subprocess.run([sys.executable, *map(str, evaluate[:8]), "other", *map(
+        str, evaluate[9:])], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2 and "no bag(s) ['other']" in wrong.stderr
