@@ -2,7 +2,7 @@
 
 The CPU configuration (`training/configs/synthetic_cpu.yaml`) on real pairs of a temporary
 synthetic data set (`build_pair_dataset` + `collate_pairs`, batch size of the config), the
-pose loss enabled (the steady state after its warm-up), AdamW on the trainer's parameter
+pose loss as the config has it (after its warm-up), AdamW on the trainer's parameter
 groups with its gradient clipping, float32 (no AMP). On CUDA also the paper configuration
 (`training/configs/semantickitti.yaml`) on the same synthetic frames.
 """

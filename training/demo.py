@@ -36,7 +36,7 @@ DEFAULT_CHECKPOINT = REPO / "models" / "nclr_synthetic.pt"
 DEMO_STAGES = "global,guided,joint"
 HOW_TO_MAKE = ("make it with `python training/pretrain.py --config "
                "training/configs/synthetic_cpu.yaml` (after `python training/make_synthetic.py "
-               "--out data/synthetic --sequences 5 --frames 60 --seed 0`), then copy the run's "
+               "--out data/synthetic --sequences 12 --frames 60 --seed 0`), then copy the run's "
                "checkpoints/best.pt to models/nclr_synthetic.pt")
 
 log = logging.getLogger("nclr.demo")

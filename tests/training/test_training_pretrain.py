@@ -22,7 +22,7 @@ TINY = [
     "model.fusion_keypoints=32", "model.info_nce_points=64", "model.info_nce_cells=64",
     "model.max_negatives=128", "model.max_match_points=64",
     "train.epochs=2", "train.batch_size=2", "train.log_every=1",
-    "train.pose_loss_start_fraction=0.5", "train.val_every_epochs=1",
+    "train.pose_loss_start_fraction=0.5", "train.val_every_epochs=1", "model.use_pose_loss=true",
 ]
 
 
