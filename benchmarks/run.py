@@ -45,7 +45,8 @@ from benchmarks.report import markdown  # noqa: E402
 from nclr_core.atomic_write import write_text_atomic  # noqa: E402
 
 SECTIONS = ("epnp", "inference", "node", "training", "data", "spconv", "refine")
-SYNTHETIC_FRAMES = {True: 2, False: 8}  # by --quick
+# by --quick; at least one training batch of the CPU config (4)
+SYNTHETIC_FRAMES = {True: 4, False: 8}
 
 
 def _version(package: str) -> str:
