@@ -3,8 +3,8 @@
     python training/make_synthetic.py --out data/synthetic --sequences 2 --frames 100 --seed 0
 
 --randomise draws each sequence's camera (auto-exposure level, response, white balance,
-noise, blur, vignetting, lens distortion), sun, materials and LiDAR (beams, dropout, reflectance) from its seed and
-index (nclr_core.data.synthetic.randomise).
+noise, blur, vignetting, lens distortion), sun, materials and LiDAR (beams, dropout,
+reflectance) from its seed and index (nclr_core.data.synthetic.randomise).
 """
 from __future__ import annotations
 
