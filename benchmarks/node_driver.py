@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nclr_ros.calibration_parameters import NODE_NAME
 from nclr_ros.node_process import stop_node_process
 
-NODE = "nclr_calibration"
+# the node's counters on /diagnostics (pairs_processed, pairs_pending, ...)
+COUNTERS_STATUS = f"{NODE_NAME}: calibration"
 CAMERA_FRAME, LIDAR_FRAME = "camera", "lidar"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +101,7 @@ class NodeDriver:
 
     def _on_diagnostics(self, msg: Any) -> None:
         for status in msg.status:
-            if status.name.startswith(NODE):
+            if status.name == COUNTERS_STATUS:
                 self.values = {kv.key: kv.value for kv in status.values}
                 self.received_at = time.monotonic()
 
