@@ -102,7 +102,7 @@ def test_the_repository_manifest_renders_with_no_runs(tmp_path, monkeypatch):
     assert _module().main(["--manifest", str(REPO / "training" / "results_manifest.yaml"),
                            "--out", str(out)]) == 0
     text = out.read_text()
-    assert text.count("## ") == 13 and "not run" in text and "(no command given)" not in text
+    assert text.count("## ") == 14 and "not run" in text and "(no command given)" not in text
 
 
 @pytest.mark.parametrize("edit, message", [
