@@ -42,9 +42,11 @@ def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, r
         parameter_groups(model, cfg.train.weight_decay, cfg.train.lr), lr=cfg.train.lr)
     batches = training_batches(cfg, warmup + repeats, device)
     cursor = iter(batches)
+    losses: list[str] = []
 
     def step() -> None:
         outputs = model(next(cursor), pose_loss_enabled=True)
+        losses[:] = sorted(k.removeprefix("loss_") for k in outputs if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         outputs["loss"].backward()
         if cfg.train.grad_clip_norm:
@@ -58,6 +60,7 @@ def step_benchmark(cfg_path: Path, synthetic_root: Path, device: torch.device, r
         "batch_size": cfg.train.batch_size,
         "points_per_batch": int(batches[0]["points"].shape[0]),
         "image_hw": [int(v) for v in batches[0]["image"].shape[2:]],
+        "losses": losses,
         "step_s": timing.as_dict(),
         "warmup_steps": warmup,
         "steps_per_s": 1.0 / timing.median_s,

@@ -139,15 +139,17 @@ def training(section: dict[str, Any]) -> str:
             out += f"\n**{device.upper()}**: {why}"
             continue
         rows = [[name, c["batch_size"], c["points_per_batch"], "x".join(map(str, c["image_hw"])),
+                 ", ".join(c.get("losses", [])) or "n/a",
                  _ms(c["step_s"]["median_s"]), f"{c['memory']['peak_rss_mib']:.0f}",
                  (f"{c['memory']['cuda_peak_allocated_mib']:.0f}"
                   if "cuda_peak_allocated_mib" in c["memory"] else "n/a")]
                 for name, c in section[device].items()]
         out += f"\n**{device.upper()}**\n\n" + _table(
-            ["config", "batch", "points", "image HxW", "step ms", "peak RSS MiB",
-             "CUDA peak MiB"], rows)
-    return out + ("\nOne step = forward with all three losses (pose loss on) + backward + "
-                  "gradient clipping + AdamW step, float32, on synthetic training pairs.\n")
+            ["config", "batch", "points", "image HxW", "loss terms", "step ms",
+             "peak RSS MiB", "CUDA peak MiB"], rows)
+    return out + ("\nOne step = forward with the config's loss terms (the pose loss past its "
+                  "warm-up, where the config has it) + backward + gradient clipping + AdamW "
+                  "step, float32, on synthetic training pairs.\n")
 
 
 def data(section: dict[str, Any]) -> str:

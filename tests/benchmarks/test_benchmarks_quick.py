@@ -84,7 +84,9 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         1 / stages["total_s"])
     assert sum(v for k, v in stages.items() if k != "total_s") == pytest.approx(
         stages["total_s"], rel=0.05)
-    assert sections["training"]["cpu"]["cpu_config"]["step_s"]["median_s"] > 0
+    training = sections["training"]["cpu"]["cpu_config"]
+    assert training["step_s"]["median_s"] > 0
+    assert training["losses"] == ["feature", "overlap"]  # synthetic_cpu.yaml: no L_p, no fine
     assert sections["spconv"]["voxels"] > 0 and sections["spconv"]["by_threads"]
     assert sections["data"]["readers"]["semantickitti_synthetic"]["raw_frames_per_s"] > 0
     assert sections["data"]["synthetic_generation"]["frames_per_s_generate_median"] > 0
