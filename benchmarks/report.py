@@ -139,7 +139,7 @@ def training(section: dict[str, Any]) -> str:
             out += f"\n**{device.upper()}**: {why}"
             continue
         rows = [[name, c["batch_size"], c["points_per_batch"], "x".join(map(str, c["image_hw"])),
-                 ", ".join(c.get("losses", [])) or "n/a",
+                 ", ".join(c["losses"]),
                  _ms(c["step_s"]["median_s"]), f"{c['memory']['peak_rss_mib']:.0f}",
                  (f"{c['memory']['cuda_peak_allocated_mib']:.0f}"
                   if "cuda_peak_allocated_mib" in c["memory"] else "n/a")]
